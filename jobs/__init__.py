@@ -1,0 +1,1 @@
+"""jobs: the stam-label command, the Ray Data pipeline, storage and the commit protocol."""
