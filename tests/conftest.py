@@ -1,0 +1,72 @@
+"""Shared fixtures: a local S3 server, a Ray head started the way users start one, a tiny checkpoint."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).parent
+sys.path.insert(0, str(TESTS))  # tests import their helpers (videogen) as top-level modules
+VENV_BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def local_s3():
+    from jobs.local_s3 import LocalS3
+
+    with LocalS3() as s3:
+        yield s3
+
+
+@pytest.fixture(scope="session")
+def ray_head(local_s3, tmp_path_factory):
+    """A Ray head started with `ray start --head`, as on a real cluster; yields its address.
+
+    Started after the S3 server so its workers inherit the S3 settings too. Token
+    authentication is off on both sides (Ray 2.60 turns it on for new clusters).
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    temp_dir = tmp_path_factory.mktemp("ray")
+    cmd = [str(VENV_BIN / "ray"), "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=0",
+           "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}"]
+    subprocess.run(cmd, check=True, capture_output=True, env=os.environ.copy(), timeout=120)
+    address = f"127.0.0.1:{port}"
+    try:
+        yield address
+    finally:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+        subprocess.run([str(VENV_BIN / "ray"), "stop", "--force"], capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """An official-format checkpoint of the small test configuration (8 frames)."""
+    import torch
+
+    import stam_core
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "stam_tiny.pth"
+    stam_core.save_checkpoint(stam_core.create_model("stam_tiny"), path)
+    return path
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

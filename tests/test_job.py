@@ -1,0 +1,192 @@
+"""The labelling job end to end: real videos, a real S3 server, a real Ray head."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow.dataset as pads
+import pytest
+
+import stam_core
+from conftest import VENV_BIN, wait_for
+from jobs.demo import make_sample_video
+from jobs.pipeline import JobConfig, run_job
+from jobs.schema import output_schema
+from jobs.table import LabelTable
+
+GOOD = ("a.mp4", "b.mp4", "sub/c.mp4")
+BAD = {"empty.mp4": "format_error", "truncated.mp4": "format_error", "notes.mp4": "format_error",
+       "audio_only.mp4": "format_error"}
+
+
+def make_audio_only(path: Path) -> Path:
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=16000)
+        samples = (np.sin(np.linspace(0, 400, 16000)) * 0.3).astype(np.float32)[None]
+        frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+        frame.sample_rate = 16000
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="module")
+def video_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("videos")
+    (root / "sub").mkdir()
+    for i, name in enumerate(GOOD):
+        make_sample_video(root / name, seed=i, seconds=2.0, fps=10, size=(160, 120))
+    (root / "empty.mp4").write_bytes(b"")
+    good = (root / "a.mp4").read_bytes()
+    (root / "truncated.mp4").write_bytes(good[: len(good) // 4])
+    (root / "notes.mp4").write_text("not a video at all")
+    make_audio_only(root / "audio_only.mp4")
+    (root / "readme.txt").write_text("ignored: not a video extension")
+    return root
+
+
+def config(tiny_weights, input_uri, output_uri, ray_head, **kw) -> JobConfig:
+    kw.setdefault("batch_size", 4)
+    return JobConfig(input_uri=str(input_uri), output_uri=str(output_uri), weights=str(tiny_weights),
+                     address=ray_head, decode_timeout=60, **kw)
+
+
+def names(table) -> Counter:
+    return Counter(Path(u).name for u in table.column("video_uri").to_pylist())
+
+
+def test_local_folder_end_to_end(video_dir, tmp_path, tiny_weights, ray_head):
+    out = tmp_path / "labels"
+    summary = run_job(config(tiny_weights, video_dir, out, ray_head))
+    assert (summary.listed, summary.ok, summary.error, summary.skipped) == (7, 3, 4, 0)
+
+    table = pads.dataset(str(out), format="parquet", partitioning="hive").to_table()
+    assert names(table) == Counter({Path(n).name: 1 for n in list(GOOD) + list(BAD)})
+    assert table.schema.remove_metadata().equals(output_schema()), table.schema
+    rows = {Path(r["video_uri"]).name: r for r in table.to_pylist()}
+    for name in GOOD:
+        row = rows[Path(name).name]
+        assert row["status"] == "ok" and row["error"] is None
+        assert len(row["labels"]) == 5 and set(row["labels"]) <= set(stam_core.KINETICS400_CLASSES)
+        assert row["scores"] == sorted(row["scores"], reverse=True) and 0 < sum(row["scores"]) <= 1.0001
+        assert [stam_core.KINETICS400_CLASSES[i] for i in row["class_ids"]] == row["labels"]
+        assert len(row["frame_indices"]) == 8 and row["frame_indices"] == sorted(row["frame_indices"])
+        assert row["duration_s"] == pytest.approx(2.0, abs=0.2) and (row["width"], row["height"]) == (160, 120)
+        assert row["segment_start_s"] == 0 and row["segment_end_s"] == row["duration_s"]
+        assert row["weights_sha256"] == stam_core.file_sha256(tiny_weights)
+        assert row["run_id"] == summary.run_id and row["source_version"]
+    for name, kind in BAD.items():
+        row = rows[name]
+        assert row["status"] == "error" and row["error_kind"] == kind, row
+        assert name in row["error"] and row["labels"] is None
+
+    manifest = json.loads((out / "_runs" / f"{summary.run_id}.json").read_text())
+    assert manifest["status"] == "completed"
+    assert manifest["counts"] == {"listed": 7, "skipped": 0, "ok": 3, "error": 4, "rows": 7}
+    assert manifest["weights_sha256"] == row["weights_sha256"]
+
+
+def test_rerun_adds_no_rows_and_changed_video_is_relabelled(video_dir, tmp_path, tiny_weights, ray_head):
+    out = tmp_path / "labels"
+    cfg = config(tiny_weights, video_dir, out, ray_head)
+    run_job(cfg)
+    again = run_job(cfg)
+    assert (again.skipped, again.ok, again.error, again.rows) == (7, 0, 0, 0)
+    assert LabelTable(str(out)).read_all().num_rows == 7
+
+    # A changed file (new size and mtime) is labelled again; the table still has one current row.
+    make_sample_video(video_dir / "a.mp4", seed=9, seconds=2.5, fps=10, size=(160, 120))
+    third = run_job(cfg)
+    assert (third.ok, third.skipped) == (1, 6)
+    current = LabelTable(str(out)).read_current()
+    assert names(current) == Counter({Path(n).name: 1 for n in list(GOOD) + list(BAD)})
+    assert current.filter(pads.field("video_uri").isin([str(video_dir / "a.mp4")])) \
+        .column("run_id").to_pylist() == [third.run_id]
+    # --relabel labels everything again.
+    fourth = run_job(config(tiny_weights, video_dir, out, ray_head, relabel=True))
+    assert fourth.ok + fourth.error == 7
+
+
+def test_s3_to_s3_with_manifest(video_dir, local_s3, tiny_weights, ray_head, tmp_path):
+    local_s3.create_bucket("archive")
+    for name in GOOD + ("notes.mp4",):
+        local_s3.upload(video_dir / name, f"s3://archive/videos/{name}")
+    summary = run_job(config(tiny_weights, "s3://archive/videos", "s3://archive/labels", ray_head))
+    assert (summary.ok, summary.error) == (3, 1)
+    table = LabelTable("s3://archive/labels").read_current()
+    assert sorted(table.column("video_uri").to_pylist()) == sorted(f"s3://archive/videos/{n}" for n in GOOD + ("notes.mp4",))
+
+    manifest = tmp_path / "list.txt"
+    manifest.write_text("s3://archive/videos/a.mp4\ns3://archive/videos/missing.mp4\n")
+    summary = run_job(config(tiny_weights, manifest, "s3://archive/labels2", ray_head))
+    rows = {r["video_uri"]: r for r in LabelTable("s3://archive/labels2").read_current().to_pylist()}
+    assert rows["s3://archive/videos/a.mp4"]["status"] == "ok"
+    missing = rows["s3://archive/videos/missing.mp4"]
+    assert missing["status"] == "error" and missing["error_kind"] == "not_found"
+    assert "missing.mp4" in missing["error"] and "testing" not in missing["error"]  # no credentials
+
+
+def test_csv_manifest_relative_paths(video_dir, tmp_path, tiny_weights, ray_head):
+    manifest = video_dir / "m.csv"
+    manifest.write_text("video_uri,other\na.mp4,x\nsub/c.mp4,y\n")
+    summary = run_job(config(tiny_weights, manifest, tmp_path / "out", ray_head))
+    assert (summary.listed, summary.ok) == (2, 2)
+
+
+def cli(*args, env=None, **kw) -> subprocess.Popen:
+    return subprocess.Popen([str(VENV_BIN / "stam-label"), *args], env=env or os.environ.copy(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def test_killed_run_resumes_without_duplicates(tmp_path, tiny_weights, ray_head):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    total = 30
+    for i in range(total):
+        make_sample_video(videos / f"v{i:02d}.mp4", seed=i, seconds=1.0, fps=10, size=(320, 240))
+    out = tmp_path / "out"
+    # One row per file and one video at a time, so the kill lands between commits.
+    args = ["run", str(videos), str(out), "--weights", str(tiny_weights), "--address", ray_head,
+            "--batch-size", "1", "--rows-per-file", "1", "--decode-workers", "1", "--model-threads", "1"]
+    proc = cli(*args, start_new_session=True)
+    try:
+        wait_for(lambda: list(out.glob("run_id=*/part-*.parquet")), 180, "a committed file")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # kill the driver mid-run
+        proc.wait()
+    partial = LabelTable(str(out)).read_all().num_rows
+    assert 1 <= partial < total
+
+    done = cli(*args)
+    output, _ = done.communicate(timeout=300)
+    assert done.returncode == 0, output
+    table = LabelTable(str(out)).read_all()
+    assert names(table) == Counter({f"v{i:02d}.mp4": 1 for i in range(total)})  # every video exactly once
+    assert f"{partial} skipped" in output
+
+
+def test_cli_exit_codes(video_dir, tmp_path, tiny_weights, ray_head):
+    missing_weights = cli("run", str(video_dir), str(tmp_path / "o"), "--weights", str(tmp_path / "nope.pth"),
+                          "--address", ray_head)
+    output, _ = missing_weights.communicate(timeout=120)
+    assert missing_weights.returncode != 0 and "nope.pth" in output
+
+    missing_input = cli("run", str(tmp_path / "absent"), str(tmp_path / "o"), "--weights", str(tiny_weights))
+    output, _ = missing_input.communicate(timeout=120)
+    assert missing_input.returncode != 0 and "absent" in output and "does not exist" in output
+
+    too_many_errors = cli("run", str(video_dir), str(tmp_path / "o2"), "--weights", str(tiny_weights),
+                          "--address", ray_head, "--max-error-rate", "0.1")
+    output, _ = too_many_errors.communicate(timeout=300)
+    assert too_many_errors.returncode != 0 and "max-error-rate" in output
+    assert "4 error" in output  # the rows were still committed and summarised
