@@ -50,6 +50,10 @@ def run_options(fn):
                      help="Rows per committed Parquet file (also how much a killed run can lose)."),
         click.option("--labels", "labels_file", type=click.Path(exists=True, dir_okay=False), default=None,
                      help="Class names, one per line, for checkpoints fine-tuned on other classes."),
+        click.option("--window-seconds", "window_s", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Label each window of W seconds (plus a video-level row, segment_index -1)."),
+        click.option("--stride-seconds", "stride_s", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Seconds between window starts (default: the window length)."),
         click.option("--embeddings", is_flag=True, help="Add the 768-d video embedding column."),
         click.option("--probs", is_flag=True, help="Add the full probability vector column."),
     ]
@@ -61,6 +65,8 @@ def run_options(fn):
 def _config(input_uri: str, output_uri: str, **opts):
     from jobs.pipeline import JobConfig
 
+    if opts.get("stride_s") is not None and opts.get("window_s") is None:
+        raise click.UsageError("--stride-seconds needs --window-seconds")
     opts["extensions"] = tuple("." + e.strip().lstrip(".").lower() for e in opts["extensions"].split(",") if e.strip())
     return JobConfig(input_uri=input_uri, output_uri=output_uri, **opts)
 

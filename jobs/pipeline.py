@@ -2,6 +2,7 @@
 
     videos = list_videos(INPUT) - already labelled          (driver)
     ray.data.from_items(videos)
+      .map_batches(expand_windows)     CPU tasks, --window-seconds only: one item per window
       .map_batches(decode_videos)      CPU tasks: stam_core.read_clip -> uint8 frames
       .map_batches(Labeler)            actor pool holding the model -> label rows (Arrow)
       .iter_batches()                  driver commits rows to OUTPUT in whole Parquet files
@@ -25,6 +26,7 @@ import pyarrow as pa
 
 from jobs import storage
 from jobs.schema import output_schema
+from jobs.segments import VIDEO_LEVEL, VideoLevel, plan_windows
 from jobs.storage import DEFAULT_EXTENSIONS, VideoRef, list_videos
 from jobs.table import LabelTable, new_run_id
 
@@ -87,6 +89,34 @@ class JobError(Exception):
     """The run cannot start or cannot finish; the message is one line for the user."""
 
 
+ITEM_KEYS = ("video_uri", "source_size", "source_version", "segment_index", "num_segments", "start_s", "end_s")
+
+
+# ---- stage 0 (segment mode only): one work item per window ---------------------------------
+def expand_windows(batch: dict[str, np.ndarray], *, window: float, stride: float | None,
+                   timeout: float) -> dict[str, np.ndarray]:
+    from stam_core import VideoError, probe_video
+
+    out: dict[str, list] = collections.defaultdict(list)
+    for i in range(len(batch["video_uri"])):
+        item = {k: batch[k][i] for k in batch}
+        try:
+            windows = plan_windows(probe_video(str(item["video_uri"]), timeout=timeout).duration_s, window, stride)
+            if not windows:
+                raise VideoError(str(item["video_uri"]), "zero duration: nothing to window")
+        except VideoError as exc:
+            # Failed before windowing: one video-level error row carries the reason.
+            item.update(segment_index=VIDEO_LEVEL, error=str(exc), error_kind=exc.kind)
+            windows = [(-1.0, -1.0)]
+        for k, (start, end) in enumerate(windows):
+            row = dict(item)
+            if start >= 0:
+                row.update(segment_index=k, start_s=start, end_s=end, num_segments=len(windows))
+            for key, value in row.items():
+                out[key].append(value)
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
 # ---- stage 1: decode and sample (stateless, CPU) -----------------------------------------
 def decode_videos(batch: dict[str, np.ndarray], *, num_frames: int, timeout: float) -> dict[str, np.ndarray]:
     from stam_core import VideoError, read_clip
@@ -97,6 +127,9 @@ def decode_videos(batch: dict[str, np.ndarray], *, num_frames: int, timeout: flo
     for i in range(n):
         uri = str(batch["video_uri"][i])
         start, end = float(batch["start_s"][i]), float(batch["end_s"][i])
+        if batch["error_kind"][i]:  # failed in an earlier stage: pass the reason on
+            _append_decode(out, ok=False, error=str(batch["error"][i]), error_kind=str(batch["error_kind"][i]))
+            continue
         try:
             clip = read_clip(uri, num_frames, start=None if start < 0 else start,
                              end=None if end < 0 else end, timeout=timeout)
@@ -111,7 +144,7 @@ def decode_videos(batch: dict[str, np.ndarray], *, num_frames: int, timeout: flo
                        frame_timestamps=np.asarray(clip.timestamps, np.float64))
     result = {k: np.asarray(v) if k not in ("frame_indices", "frame_timestamps") else _stack(v, num_frames)
               for k, v in out.items()}
-    for key in ("video_uri", "source_size", "source_version", "segment_index", "start_s", "end_s"):
+    for key in ITEM_KEYS:
         result[key] = batch[key]
     result["frames"] = frames
     return result
@@ -151,10 +184,11 @@ class Labeler:
         self.clips_to_tensor = stam_core.clips_to_tensor
         self.top_k = min(top_k, self.model.num_classes)
         self.class_names = class_names
-        self.schema = output_schema(embeddings, probs)
+        self.schema = output_schema(self.model.embed_dim if embeddings else 0, probs)
         self.static = {"model": model_name, "weights_sha256": sha256, "precision": self.model.precision,
                        "run_id": run_id, "mode": mode}
         self.embeddings, self.probs = embeddings, probs
+        self.windowed = mode != "video"
         log.info("model loaded on %s, precision %s", device, self.model.precision)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
@@ -211,7 +245,12 @@ class Labeler:
             columns["embedding"] = rows["embedding"]
         if self.probs:
             columns["probs"] = rows["probs"]
-        return pa.table({f.name: pa.array(columns[f.name], type=f.type) for f in self.schema}, schema=self.schema)
+        table = pa.table({f.name: pa.array(columns[f.name], type=f.type) for f in self.schema}, schema=self.schema)
+        if self.windowed:
+            # For the driver's video-level row only; never written.
+            table = table.append_column("_num_segments", pa.array(batch["num_segments"], pa.int32()))
+            table = table.append_column("_probs", pa.array(rows["probs"], pa.list_(pa.float32())))
+        return table
 
 
 def _null_where(values: np.ndarray, ok: np.ndarray) -> list:
@@ -248,6 +287,7 @@ def run_job(config: JobConfig) -> RunSummary:
     except (stam_core.CheckpointError, OSError, ValueError) as exc:
         raise JobError(f"weights {config.weights!r}: {exc}") from exc
     num_frames, num_classes, sha256 = probe.num_frames, probe.num_classes, probe.weights_sha256
+    embed_dim = probe.embed_dim
     del probe
     class_names = _class_names(config.labels_file, num_classes)
     model_name = config.model_name or f"stam_{num_frames}"
@@ -269,7 +309,7 @@ def run_job(config: JobConfig) -> RunSummary:
 
     if todo:
         _connect_ray(config.address)
-        items = _work_items(todo, config)
+        items = _work_items(todo)
         resources = ray.cluster_resources()
         decode_args = {"num_cpus": 1, "max_retries": config.decode_retries}
         if resources.get("stam_decode", 0) > 0:
@@ -283,6 +323,11 @@ def run_job(config: JobConfig) -> RunSummary:
         ctx = ray.data.DataContext.get_current()
         ctx.max_errored_blocks = -1  # failed blocks are reconciled into "lost" rows below
         ds = ray.data.from_items(items, override_num_blocks=min(len(items), 100_000))
+        if config.window_s is not None:
+            ds = ds.map_batches(
+                expand_windows, batch_size=1, concurrency=config.decode_workers, **decode_args,
+                fn_kwargs={"window": config.window_s, "stride": config.stride_s, "timeout": config.decode_timeout},
+            )
         ds = ds.map_batches(
             decode_videos, batch_size=1, fn_kwargs={"num_frames": num_frames, "timeout": config.decode_timeout},
             concurrency=config.decode_workers, **decode_args,
@@ -297,7 +342,9 @@ def run_job(config: JobConfig) -> RunSummary:
             },
             **model_args,
         )
-        _commit_stream(ds.iter_batches(batch_size=None, batch_format="pyarrow"), table, config, summary, items)
+        video_level = VideoLevel(class_names, config.top_k) if config.window_s is not None else None
+        _commit_stream(ds.iter_batches(batch_size=None, batch_format="pyarrow"), table, config, summary, items,
+                       video_level, embed_dim)
 
     summary.elapsed_s = time.time() - started
     manifest.update(_counts(summary), finished_at=_now(), status="completed", elapsed_s=summary.elapsed_s)
@@ -305,57 +352,69 @@ def run_job(config: JobConfig) -> RunSummary:
     return summary
 
 
-def _commit_stream(batches, table: LabelTable, config: JobConfig, summary: RunSummary, items: list[dict]) -> None:
+def _commit_stream(batches, table: LabelTable, config: JobConfig, summary: RunSummary, items: list[dict],
+                   video_level: VideoLevel | None, embed_dim: int) -> None:
     """Write rows as they arrive, whole files at a time; then turn what never came into rows."""
-    schema = output_schema(config.embeddings, config.probs)
+    schema = output_schema(embed_dim if config.embeddings else 0, config.probs)
     pending: list[pa.Table] = []
+    buffered = 0
     seen: set[tuple[str, int]] = set()
 
-    def flush():
+    def add(rows: pa.Table) -> None:
+        nonlocal buffered
+        _count(summary, rows, VIDEO_LEVEL if video_level else 0)
+        pending.append(rows)
+        buffered += rows.num_rows
+        if buffered >= config.rows_per_file:
+            flush()
+
+    def flush() -> None:
+        nonlocal buffered
         if pending:
             part = pa.concat_tables(pending)
             summary.files.append(table.write_part(summary.run_id, len(summary.files), part))
             pending.clear()
+            buffered = 0
 
-    buffered = 0
     for batch in batches:
         keys = list(zip(batch["video_uri"].to_pylist(), batch["segment_index"].to_pylist()))
         fresh = [k not in seen for k in keys]  # a retried task must not write a row twice
         seen.update(keys)
         batch = batch.filter(pa.array(fresh)) if not all(fresh) else batch
-        _count(summary, batch)
-        pending.append(batch.cast(schema))
-        buffered += batch.num_rows
-        if buffered >= config.rows_per_file:
-            flush()
-            buffered = 0
-    lost = [it for it in items if (it["video_uri"], it["segment_index"]) not in seen]
+        videos = video_level.add(batch) if video_level else []
+        add(batch.select(schema.names).cast(schema))
+        if videos:
+            add(pa.Table.from_pylist(videos, schema=schema))
+    if video_level:
+        leftovers = video_level.flush()
+        if leftovers:
+            add(pa.Table.from_pylist(leftovers, schema=schema))
+    labelled = {uri for uri, _ in seen}
+    lost = [it for it in items if it["video_uri"] not in labelled]
     if lost:
         log.warning("%d videos produced no row (their Ray tasks failed past retries)", len(lost))
-        rows = _lost_rows(lost, schema, summary.run_id, config, table)
-        _count(summary, rows)
-        pending.append(rows)
+        add(_lost_rows(lost, schema, summary.run_id, config))
     flush()
 
 
-def _lost_rows(lost: list[dict], schema: pa.Schema, run_id: str, config: JobConfig, table) -> pa.Table:
+def _lost_rows(lost: list[dict], schema: pa.Schema, run_id: str, config: JobConfig) -> pa.Table:
     now = dt.datetime.now(dt.timezone.utc)
-    rows = []
-    for it in lost:
-        rows.append({
-            "video_uri": it["video_uri"], "segment_index": it["segment_index"], "status": "error",
-            "error": f"{it['video_uri']}: its worker failed {config.decode_retries + 1} times; no result",
-            "error_kind": "lost", "source_size": None if it["source_size"] < 0 else it["source_size"],
-            "source_version": it["source_version"] or None, "run_id": run_id, "labelled_at": now,
-            "mode": _mode(config),
-        })
-    return pa.Table.from_pylist(rows, schema=schema)
+    level = 0 if config.window_s is None else VIDEO_LEVEL
+    return pa.Table.from_pylist([{
+        "video_uri": it["video_uri"], "mode": _mode(config), "segment_index": level, "status": "error",
+        "error": f"{it['video_uri']}: its Ray task failed {config.decode_retries + 1} times; no result",
+        "error_kind": "lost", "source_size": None if it["source_size"] < 0 else it["source_size"],
+        "source_version": it["source_version"] or None, "run_id": run_id, "labelled_at": now,
+    } for it in lost], schema=schema)
 
 
-def _count(summary: RunSummary, batch: pa.Table) -> None:
-    summary.rows += batch.num_rows
-    for status, kind, error in zip(batch["status"].to_pylist(), batch["error_kind"].to_pylist(),
-                                   batch["error"].to_pylist()):
+def _count(summary: RunSummary, rows: pa.Table, video_level_index: int) -> None:
+    """Rows are counted as rows; ok/error count videos (their video-level row)."""
+    summary.rows += rows.num_rows
+    for index, status, kind, error in zip(rows["segment_index"].to_pylist(), rows["status"].to_pylist(),
+                                          rows["error_kind"].to_pylist(), rows["error"].to_pylist()):
+        if index != video_level_index:
+            continue
         if status == "ok":
             summary.ok += 1
         else:
@@ -364,9 +423,10 @@ def _count(summary: RunSummary, batch: pa.Table) -> None:
             summary.error_examples.setdefault(kind, error)
 
 
-def _work_items(videos: list[VideoRef], config: JobConfig) -> list[dict]:
+def _work_items(videos: list[VideoRef]) -> list[dict]:
     return [{"video_uri": v.uri, "source_size": -1 if v.size is None else v.size,
-             "source_version": v.version or "", "segment_index": 0, "start_s": -1.0, "end_s": -1.0}
+             "source_version": v.version or "", "segment_index": 0, "num_segments": 1,
+             "start_s": -1.0, "end_s": -1.0, "error": "", "error_kind": ""}
             for v in videos]
 
 

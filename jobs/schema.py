@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-EMBEDDING_DIM = 768
 
 BASE_FIELDS = [
     pa.field("video_uri", pa.string(), nullable=False),
@@ -35,17 +34,17 @@ BASE_FIELDS = [
     pa.field("labelled_at", pa.timestamp("us", tz="UTC"), nullable=False),
 ]
 
-EMBEDDING_FIELD = pa.field("embedding", pa.list_(pa.float32(), EMBEDDING_DIM))
 PROBS_FIELD = pa.field("probs", pa.list_(pa.float32()))
 
 # Error kinds worth another try on the next run; others are final for that source version.
 RETRYABLE_ERROR_KINDS = frozenset({"read_error", "timeout", "decoder_crash", "lost", "not_found"})
 
 
-def output_schema(embeddings: bool = False, probs: bool = False) -> pa.Schema:
+def output_schema(embedding_dim: int = 0, probs: bool = False) -> pa.Schema:
+    """The row schema; ``embedding_dim`` > 0 adds the embedding column (768 for STAM ViT-B)."""
     fields = list(BASE_FIELDS)
-    if embeddings:
-        fields.append(EMBEDDING_FIELD)
+    if embedding_dim:
+        fields.append(pa.field("embedding", pa.list_(pa.float32(), embedding_dim)))
     if probs:
         fields.append(PROBS_FIELD)
     return pa.schema(fields)

@@ -190,3 +190,30 @@ def test_cli_exit_codes(video_dir, tmp_path, tiny_weights, ray_head):
     output, _ = too_many_errors.communicate(timeout=300)
     assert too_many_errors.returncode != 0 and "max-error-rate" in output
     assert "4 error" in output  # the rows were still committed and summarised
+
+
+def test_window_mode_embeddings_and_probs(video_dir, tmp_path, tiny_weights, ray_head):
+    videos = tmp_path / "long"
+    videos.mkdir()
+    make_sample_video(videos / "ten.mp4", seed=3, seconds=10.0, fps=5, size=(96, 64))
+    (videos / "bad.mp4").write_text("nope")
+    out = tmp_path / "out"
+    summary = run_job(config(tiny_weights, videos, out, ray_head, window_s=4.0, embeddings=True, probs=True))
+    assert (summary.ok, summary.error) == (1, 1)
+    table = LabelTable(str(out)).read_current()
+    rows = sorted(table.to_pylist(), key=lambda r: (r["video_uri"], r["segment_index"]))
+    bad, *ten = rows
+    assert bad["segment_index"] == -1 and bad["status"] == "error" and "bad.mp4" in bad["error"]
+    assert [(r["segment_index"], r["segment_start_s"], r["segment_end_s"]) for r in ten] == [
+        (-1, 0.0, pytest.approx(10.0, abs=0.3)), (0, 0.0, 4.0), (1, 4.0, 8.0), (2, 8.0, pytest.approx(10.0, abs=0.3))]
+    assert all(r["mode"] == "window=4,stride=4" for r in rows)
+    video, *windows = ten
+    for w in windows:  # each window sampled inside its own bounds
+        assert all(w["segment_start_s"] - 0.01 <= t <= w["segment_end_s"] + 0.01 for t in w["frame_timestamps"])
+        assert len(w["embedding"]) == 96 and len(w["probs"]) == 400
+    mean = np.mean([w["probs"] for w in windows], axis=0)
+    assert video["labels"][0] == stam_core.KINETICS400_CLASSES[int(mean.argmax())]
+    assert video["scores"][0] == pytest.approx(float(mean.max()), rel=1e-5)
+    # Windowed labels are a different mode: a whole-video run over the same output labels again.
+    again = run_job(config(tiny_weights, videos, out, ray_head))
+    assert again.skipped == 0
