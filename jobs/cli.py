@@ -15,6 +15,9 @@ def main(verbose: bool) -> None:
     """Label video archives with the STAM action-recognition model on Ray."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("botocore", "boto3", "s3transfer", "urllib3"):
+        # Their debug logs carry request signatures (access key ids); never show them.
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def run_options(fn):

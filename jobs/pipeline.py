@@ -75,6 +75,15 @@ class RunSummary:
     elapsed_s: float = 0.0
     error_kinds: dict[str, int] = field(default_factory=dict)
     error_examples: dict[str, str] = field(default_factory=dict)
+    output_times: list[tuple[float, int]] = field(default_factory=list)  # (arrival, videos so far)
+
+    @property
+    def steady_rate(self) -> float:
+        """Videos/s from the first model batch to the last: throughput without start-up."""
+        if len(self.output_times) < 2:
+            return 0.0
+        (t0, n0), (t1, n1) = self.output_times[0], self.output_times[-1]
+        return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
 
     @property
     def processed(self) -> int:
@@ -316,9 +325,11 @@ def run_job(config: JobConfig) -> RunSummary:
             decode_args["resources"] = {"stam_decode": 1}  # keep decoding off the GPU nodes
         model_args = {"max_restarts": 2, "max_task_retries": 2}
         if resources.get("GPU", 0) > 0:
-            model_args["num_gpus"] = config.gpus_per_worker
+            model_args.update(num_gpus=config.gpus_per_worker, num_cpus=1)
         else:
-            model_args["num_cpus"] = 1
+            # Without GPUs the model timeshares the cores with decoding (its threads are set in
+            # Labeler); reserving CPUs for it would idle them whenever it waits for clips.
+            model_args["num_cpus"] = 0
 
         ctx = ray.data.DataContext.get_current()
         ctx.max_errored_blocks = -1  # failed blocks are reconciled into "lost" rows below
@@ -385,6 +396,7 @@ def _commit_stream(batches, table: LabelTable, config: JobConfig, summary: RunSu
         add(batch.select(schema.names).cast(schema))
         if videos:
             add(pa.Table.from_pylist(videos, schema=schema))
+        summary.output_times.append((time.time(), summary.processed))
     if video_level:
         leftovers = video_level.flush()
         if leftovers:

@@ -217,3 +217,24 @@ def test_window_mode_embeddings_and_probs(video_dir, tmp_path, tiny_weights, ray
     # Windowed labels are a different mode: a whole-video run over the same output labels again.
     again = run_job(config(tiny_weights, videos, out, ray_head))
     assert again.skipped == 0
+
+
+def test_cli_s3_run_never_shows_credentials(video_dir, local_s3, tiny_weights, ray_head):
+    local_s3.create_bucket("secretive")
+    local_s3.upload(video_dir / "a.mp4", "s3://secretive/in/a.mp4")
+    local_s3.upload(video_dir / "notes.mp4", "s3://secretive/in/notes.mp4")
+    secret = "s3cr3t-Value-that-must-not-leak"
+    env = {**os.environ, "AWS_SECRET_ACCESS_KEY": secret, "AWS_ACCESS_KEY_ID": "AKIAEXAMPLEKEYID0000"}
+    proc = cli("-v", "run", "s3://secretive/in", "s3://secretive/out", "--weights", str(tiny_weights),
+               "--address", ray_head, env=env)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output
+    assert "1 ok, 1 error" in output
+    client = local_s3.client()
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket="secretive", Prefix="out/")["Contents"]]
+    manifests = [k for k in keys if k.startswith("out/_runs/") and k.endswith(".json")]
+    assert len(manifests) == 1 and any(k.endswith(".parquet") for k in keys)
+    body = client.get_object(Bucket="secretive", Key=manifests[0])["Body"].read().decode()
+    table = LabelTable("s3://secretive/out").read_all().to_pandas().to_json()
+    for text in (output, body, table):
+        assert secret not in text and "AKIAEXAMPLEKEYID0000" not in text
