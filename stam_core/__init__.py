@@ -18,7 +18,16 @@ from stam_core.errors import (
     VideoReadError,
     VideoTimeoutError,
 )
-# model exports (stam_core/model.py, stam_core/weights.py)
+from stam_core.model import (
+    MODEL_CONFIGS,
+    STAM,
+    STAMConfig,
+    clips_to_tensor,
+    create_model,
+    load_model,
+    save_checkpoint,
+)
+from stam_core.weights import RELEASES, Release, file_sha256, resolve_weights
 # video exports (stam_core/video.py)
 
 __all__ = [
@@ -32,4 +41,15 @@ __all__ = [
     "VideoReadError",
     "VideoTimeoutError",
     "VideoDecoderCrash",
+    "STAM",
+    "STAMConfig",
+    "MODEL_CONFIGS",
+    "create_model",
+    "load_model",
+    "save_checkpoint",
+    "clips_to_tensor",
+    "RELEASES",
+    "Release",
+    "resolve_weights",
+    "file_sha256",
 ]
