@@ -82,28 +82,36 @@ def _ref(fs: pafs.FileSystem, info: pafs.FileInfo) -> VideoRef:
     return VideoRef(uri, info.size, f"{info.size}:{mtime}")
 
 
+MANIFEST_EXTENSIONS = (".txt", ".csv", ".parquet")
+
+
 def list_videos(input_uri: str, extensions=DEFAULT_EXTENSIONS) -> list[VideoRef]:
-    """Videos under a folder/prefix (recursive), or the ones a manifest file names."""
+    """Videos under a folder/prefix (recursive), or the ones a manifest file names.
+
+    Only prefix-scoped requests: a listing, never a HEAD of the prefix itself, which a
+    least-privilege S3 policy (ListBucket limited to the prefix) answers with 403.
+    """
     fs, path = resolve(input_uri)
-    try:
-        info = fs.get_file_info(path)
-    except OSError as exc:
-        raise StorageError(f"{input_uri}: cannot read input ({_short(exc)})") from exc
-    if info.type == pafs.FileType.NotFound:
-        raise StorageError(f"{input_uri}: input does not exist")
-    if info.type == pafs.FileType.File:
+    if path.lower().endswith(MANIFEST_EXTENSIONS):
         return _list_manifest(fs, path, input_uri)
     try:
-        infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+        infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
     except OSError as exc:
         raise StorageError(f"{input_uri}: cannot list input ({_short(exc)})") from exc
+    if not infos and not (isinstance(fs, pafs.S3FileSystem) or os.path.isdir(path)):
+        raise StorageError(f"{input_uri}: input does not exist")
     exts = tuple(e.lower() for e in extensions)
     refs = [_ref(fs, i) for i in infos if i.type == pafs.FileType.File and i.path.lower().endswith(exts)]
     return sorted(refs, key=lambda r: r.uri)
 
 
 def _list_manifest(fs: pafs.FileSystem, path: str, input_uri: str) -> list[VideoRef]:
-    uris = read_manifest_uris(fs, path, input_uri)
+    try:
+        uris = read_manifest_uris(fs, path, input_uri)
+    except FileNotFoundError as exc:
+        raise StorageError(f"{input_uri}: manifest does not exist") from exc
+    except OSError as exc:
+        raise StorageError(f"{input_uri}: cannot read manifest ({_short(exc)})") from exc
     if isinstance(fs, pafs.LocalFileSystem):
         # Relative paths in a local manifest are relative to the manifest's folder.
         base = os.path.dirname(path)
@@ -143,10 +151,8 @@ def read_manifest_uris(fs: pafs.FileSystem, path: str, input_uri: str) -> list[s
             if rows and "video_uri" not in rows[0]:
                 raise StorageError(f"{input_uri}: manifest has no 'video_uri' column")
             uris = [r["video_uri"] for r in rows]
-        elif lower.endswith(".txt"):
-            uris = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
         else:
-            raise StorageError(f"{input_uri}: input is a file but not a .txt/.csv/.parquet manifest")
+            uris = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
     seen, out = set(), []
     for uri in (u.strip() for u in uris if u):
         if uri and uri not in seen:

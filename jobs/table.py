@@ -50,7 +50,6 @@ class LabelTable:
         """Fail before any work when OUTPUT cannot be written (bad bucket, no permission)."""
         probe = f"{self.root}/_runs/.probe-{secrets.token_hex(4)}"
         try:
-            self.fs.create_dir(f"{self.root}/_runs", recursive=True)
             self._put(probe, b"")
             self.fs.delete_file(probe)
         except OSError as exc:
@@ -97,16 +96,19 @@ class LabelTable:
     # ---- reading ---------------------------------------------------------------------
     def read_all(self, columns: list[str] | None = None) -> pa.Table | None:
         """Every committed row (all runs), or None when nothing is committed yet."""
+        # A listing of the prefix, not a HEAD of it: least-privilege S3 policies allow only that.
+        selector = pafs.FileSelector(self.root, recursive=True, allow_not_found=True)
         try:
-            info = self.fs.get_file_info(self.root)
-            if info.type == pafs.FileType.NotFound:
+            files = [i.path for i in self.fs.get_file_info(selector)
+                     if i.type == pafs.FileType.File and i.path.endswith(".parquet")
+                     and not any(part.startswith((".", "_")) for part in i.path[len(self.root):].split("/"))]
+            if not files:
                 return None
-            dataset = pads.dataset(self.root, filesystem=self.fs, format="parquet", partitioning="hive")
+            dataset = pads.dataset(sorted(files), filesystem=self.fs, format="parquet",
+                                   partitioning=pads.partitioning(flavor="hive"), partition_base_dir=self.root)
+            return dataset.to_table(columns=columns)
         except OSError as exc:
             raise StorageError(f"{self.uri}: cannot read label table ({str(exc).splitlines()[0]})") from exc
-        if not dataset.files:
-            return None
-        return dataset.to_table(columns=columns)
 
     def read_current(self, columns: list[str] | None = None) -> pa.Table | None:
         """Exactly the rows of each video's latest run."""
