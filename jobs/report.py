@@ -18,6 +18,7 @@ import concurrent.futures
 import datetime as dt
 import html
 import io
+import multiprocessing
 import os
 from dataclasses import dataclass, field
 
@@ -34,6 +35,7 @@ READ_COLUMNS = ["video_uri", "mode", "segment_index", "segment_start_s", "segmen
 CHART_LABELS = 30  # bars in the chart; the rest are summed in a note
 THUMB = 96  # thumbnail edge in pixels (the model sees 224x224)
 BAR_COLOUR = (74, 122, 181)
+DEFAULT_WORKERS = min(4, os.cpu_count() or 1)  # decode processes for thumbnails
 
 
 class ReportError(Exception):
@@ -250,7 +252,8 @@ table.failed{border-collapse:collapse;font-size:12px} table.failed td,table.fail
 """
 
 
-def render_html(videos: list[Video], summary: TableSummary, max_videos: int = 200, workers: int = 4) -> str:
+def render_html(videos: list[Video], summary: TableSummary, max_videos: int = 200,
+                workers: int = DEFAULT_WORKERS) -> str:
     ok = [v for v in videos if v.row["status"] == "ok"]
     failed = [v for v in videos if v.row["status"] != "ok"]
     shown = ok[:max_videos]
@@ -287,13 +290,19 @@ def render_html(videos: list[Video], summary: TableSummary, max_videos: int = 20
 
 
 def _read_strips(videos: list[Video], workers: int) -> dict[tuple[str, int], Strip]:
-    """Thumbnails of every row shown, decoded in parallel (decoding dominates the report's time)."""
+    """Thumbnails of every row shown; decoding dominates the report's time."""
     rows = []
     for v in videos:
         rows += [w for w in v.windows if w["status"] == "ok"] if v.windows else [v.row]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        strips = pool.map(read_strip, rows)
-        return {(r["video_uri"], r["segment_index"]): s for r, s in zip(rows, strips)}
+    if workers <= 1 or len(rows) <= 1:
+        strips = [read_strip(r) for r in rows]
+    else:
+        # read_clip serves all threads of a process from one decode worker, so parallel
+        # decoding takes processes. Spawned, not forked: this process holds pyarrow/S3 threads.
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(min(workers, len(rows)), mp_context=context) as pool:
+            strips = list(pool.map(read_strip, rows, chunksize=4))
+    return {(r["video_uri"], r["segment_index"]): s for r, s in zip(rows, strips)}
 
 
 def _top_html(row: dict) -> str:
@@ -351,10 +360,9 @@ def _video_html(v: Video, strips: dict) -> str:
     return "".join(parts)
 
 
-def write_html(output_uri: str, path: str, max_videos: int = 200, workers: int | None = None) -> TableSummary:
+def write_html(output_uri: str, path: str, max_videos: int = 200, workers: int = DEFAULT_WORKERS) -> TableSummary:
     videos, summary = load(output_uri)
-    page = render_html(videos, summary, max_videos=max_videos, workers=workers or min(4, os.cpu_count() or 1))
-    _write_text(path, page)
+    _write_text(path, render_html(videos, summary, max_videos=max_videos, workers=workers))
     return summary
 
 
@@ -376,10 +384,10 @@ def _write_text(path: str, text: str) -> None:
 @click.option("--max-videos", type=click.IntRange(1), default=200, show_default=True,
               help="Videos shown with thumbnails in --html (and failed videos listed); the rest are counted.")
 @click.option("--top", type=click.IntRange(1), default=15, show_default=True, help="Labels listed in the summary.")
-@click.option("--workers", type=click.IntRange(1), default=None,
-              help="Videos decoded in parallel for thumbnails (default: up to 4).")
+@click.option("--workers", type=click.IntRange(1), default=DEFAULT_WORKERS, show_default=True,
+              help="Processes decoding thumbnails in parallel.")
 def inspect_command(output_uri: str, html_path: str | None, plot_path: str | None, max_videos: int, top: int,
-                    workers: int | None) -> None:
+                    workers: int) -> None:
     """Summarise the label table in OUTPUT: counts by status, frequent labels, error kinds.
 
     With --html, also write a page to check labels by eye; with --plot, the label chart as PNG.
@@ -395,6 +403,5 @@ def inspect_command(output_uri: str, html_path: str | None, plot_path: str | Non
     if html_path:
         shown = min(max_videos, summary.status.get("ok", 0))
         click.echo(f"reading thumbnails of {shown} videos ...")
-        page = render_html(videos, summary, max_videos=max_videos, workers=workers or min(4, os.cpu_count() or 1))
-        _write_text(html_path, page)
+        _write_text(html_path, render_html(videos, summary, max_videos=max_videos, workers=workers))
         click.echo(f"report: {html_path}")

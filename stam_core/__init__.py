@@ -18,17 +18,26 @@ from stam_core.errors import (
     VideoReadError,
     VideoTimeoutError,
 )
-from stam_core.model import (
-    MODEL_CONFIGS,
-    STAM,
-    STAMConfig,
-    clips_to_tensor,
-    create_model,
-    load_model,
-    save_checkpoint,
-)
-from stam_core.weights import RELEASES, Release, file_sha256, resolve_weights
-# video exports (stam_core/video.py)
+# The model and weights modules import torch; they load on first use so that decoding (and
+# its worker process, which imports stam_core) starts fast and small.
+_LAZY = {
+    "MODEL_CONFIGS": "model", "STAM": "model", "STAMConfig": "model", "clips_to_tensor": "model",
+    "create_model": "model", "load_model": "model", "save_checkpoint": "model",
+    "RELEASES": "weights", "Release": "weights", "file_sha256": "weights", "resolve_weights": "weights",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f"stam_core.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'stam_core' has no attribute {name!r}")
+
+
+from stam_core.video import Clip, ClipInfo, probe_video, read_clip
 
 __all__ = [
     "KINETICS400_CLASSES",
@@ -41,6 +50,10 @@ __all__ = [
     "VideoReadError",
     "VideoTimeoutError",
     "VideoDecoderCrash",
+    "Clip",
+    "ClipInfo",
+    "probe_video",
+    "read_clip",
     "STAM",
     "STAMConfig",
     "MODEL_CONFIGS",

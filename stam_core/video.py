@@ -21,6 +21,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import io
+import itertools
 import logging
 import math
 import os
@@ -149,8 +150,8 @@ def source_name(source: Source) -> str:
 # ---- in-process implementation (also what the worker runs) -------------------------------
 
 def _read_clip(source: Source, num_frames: int, *, start: float | None, end: float | None, decoder: str,
-               filesystem: Any = None) -> Clip:
-    name = source_name(source)
+               filesystem: Any = None, name: str | None = None) -> Clip:
+    name = name or source_name(source)
     if decoder == "decord":
         return _DecordReader(name, source, filesystem).sample(num_frames, start, end)
     with _PyAVReader(name, source, filesystem) as reader, _translate_errors(name):
@@ -164,8 +165,8 @@ def _read_clip(source: Source, num_frames: int, *, start: float | None, end: flo
         return reader.sample(num_frames, start, end)
 
 
-def _probe_video(source: Source, decoder: str = "auto", filesystem: Any = None) -> ClipInfo:
-    name = source_name(source)
+def _probe_video(source: Source, decoder: str = "auto", filesystem: Any = None, name: str | None = None) -> ClipInfo:
+    name = name or source_name(source)
     with _PyAVReader(name, source, filesystem) as reader, _translate_errors(name):
         info = reader.probe()
     if decoder == "decord":
@@ -377,6 +378,22 @@ class _Plan:
         seg = (hi - lo) / num_frames
         return cls([lo + (i + 0.5) * seg for i in range(num_frames)], seg / 4)
 
+    def choose(self, name: str, times: np.ndarray, shown_until: float) -> list[int]:
+        """Positions of the samples, given every frame's start time (the rule without the
+        keyframe shortcut, for decoders that know all timestamps)."""
+        out = []
+        for c in self.centres:
+            i = int(np.searchsorted(times, c))  # first frame at or after the centre
+            near = [j for j in (i - 1, i) if 0 <= j < len(times) and abs(times[j] - c) <= self.half]
+            if near:
+                out.append(min(near, key=lambda j: abs(times[j] - c)))
+            elif c <= shown_until:
+                out.append(max(i - 1, 0))  # none in the middle half: the frame on screen
+            else:
+                raise VideoReadError(name, f"truncated or damaged: no frame at {c:.3f} s; the last decodable "
+                                           f"frame is at {times[-1]:.3f} s")
+        return out
+
 
 # ---- PyAV --------------------------------------------------------------------------------
 
@@ -401,7 +418,7 @@ class _PyAVReader:
                 self.container = av.open(target, metadata_errors="ignore", buffer_size=buffer_size)
         except (av.error.FFmpegError, OSError) as exc:
             self.close()
-            raise _ffmpeg_error(name, exc, "cannot open as a video") from exc
+            raise _ffmpeg_error(name, exc, "cannot open as a video (not a video, or truncated)") from exc
         try:
             self._init_stream()
         except BaseException:
@@ -417,8 +434,8 @@ class _PyAVReader:
             kinds = sorted({s.type for s in self.container.streams}) or ["none"]
             raise VideoFormatError(self.name, f"no video stream (streams: {', '.join(kinds)})")
         self.stream = stream = streams[0]
-        if stream.codec_context is None or stream.codec_context.name in (None, "", "none"):
-            raise VideoFormatError(self.name, f"unsupported codec (tag {stream.codec_tag!r})")
+        if stream.codec_context is None:
+            raise VideoFormatError(self.name, "unsupported codec: this FFmpeg has no decoder for the video stream")
         ctx = stream.codec_context
         # One decoding thread: parallelism comes from decoding many videos at once, and the
         # per-packet skip_frame switch below needs the decoder to act on packets in order.
@@ -525,10 +542,20 @@ class _PyAVReader:
 
     # -- keyframe index
 
-    def _keyframe(self, pts: float, backward: bool):
-        """The index entry of the keyframe at/before (or at/after) presentation time ``pts``."""
-        i = self.entries.search_timestamp(int(pts) - self.index_shift, backward=backward, any_frame=False)
+    def _keyframe(self, ts: float, backward: bool):
+        """The index entry of the keyframe at/before (or at/after) ``ts``, in index units."""
+        ts = math.floor(ts) if backward else math.ceil(ts)
+        i = self.entries.search_timestamp(ts, backward=backward, any_frame=False)
         return self.entries[i] if 0 <= i < len(self.entries) else None
+
+    def _landing(self, key) -> int:
+        """A seek timestamp that lands on keyframe ``key``: just before the next keyframe.
+
+        FFmpeg's MP4 seek compares presentation times, the index holds decode times; a time
+        between this keyframe and the next lands here under either reading.
+        """
+        following = self._keyframe(key.timestamp + 1, backward=False)
+        return following.timestamp - 1 if following is not None else key.timestamp + (1 << 40)
 
     def _position(self, dts: int | None) -> int | None:
         """Decode-order position of the packet with this decode time, from a per-frame index."""
@@ -589,7 +616,8 @@ class _Sampler:
         self.may_skip = reader.fps > 0 and 1 / reader.fps <= plan.half / 2
         self.run_base: int | None = None  # position of the first packet since the last seek
         self.run_pts: list[int] = []  # sorted timestamps of packets read since then
-        self.last_read = None
+        self.last_read = None  # how far reading got since the last seek, in index units
+        self.take_key = False
         self.frame_ticks = 1 / (reader.fps * tb) if reader.fps else None
         self.plan_duration = reader._duration_s()
 
@@ -631,37 +659,49 @@ class _Sampler:
             self.r.stats["frames_decoded"] += 1
             self._consider(frame)
 
-    # -- seeking
+    # -- seeking (index entries are in the index's own units: see _PyAVReader.index_shift)
+
+    def _start_key(self, target: int):
+        """Where to start decoding for a target: the first keyframe the index places inside its
+        middle half (decoding it is all the work), else the last keyframe before its centre."""
+        r = self.r
+        c, h = self.centre[target] - r.index_shift, self.half
+        key = r._keyframe(c - h, backward=False)
+        if key is not None and key.timestamp <= c + h:
+            return key
+        return r._keyframe(c, backward=True)
 
     def _should_seek(self) -> bool:
         """Whether the next target is better reached by seeking than by decoding on."""
-        r = self.r
-        if r.entries is None or self.last_read is None:
-            return False
-        target = self.next
-        key = self._key_in_window(target)
-        if key is None:
-            key = r._keyframe(self.centre[target], backward=True)
-        # Seek only forward, to a keyframe not yet read: otherwise decoding on is cheaper.
+        if self.r.entries is None or self.last_read is None:
+            return False  # no index: one forward pass
+        key = self._start_key(self.next)
+        # Only forward, to a keyframe not read yet: otherwise decoding on is cheaper.
         return key is not None and key.timestamp > self.last_read
-
-    def _key_in_window(self, target: int):
-        r = self.r
-        if r.entries is None:
-            return None
-        c, h = self.centre[target], self.half
-        candidates = [k for k in (r._keyframe(c, True), r._keyframe(c, False)) if k is not None]
-        inside = [k for k in candidates if abs(k.timestamp + r.index_shift - c) <= h]
-        return min(inside, key=lambda k: abs(k.timestamp + r.index_shift - c)) if inside else None
 
     def _seek_for_target(self):
         r = self.r
-        target = self.next
-        key = self._key_in_window(target) or (r._keyframe(self.centre[target], backward=True)
-                                              if r.entries is not None else None)
-        r._seek(key.timestamp + r.index_shift if key is not None else r.t0)
-        self.run_base, self.run_pts, self.last_read = None, [], None
-        return r.container.demux(r.stream)
+        key = self._start_key(self.next) if r.entries is not None else None
+        limit = self.centre[self.next] + self.half
+        while True:
+            r._seek(r._landing(key) if key is not None else r.t0)
+            self.run_base, self.run_pts, self.last_read, self.last = None, [], None, None
+            self.take_key = key is not None
+            demux = r.container.demux(r.stream)
+            first = next((p for p in demux if p.pts is not None or p.size == 0), None)
+            if first is None or first.size == 0 or r.entries is None:
+                break
+            mark = first.dts if r.full_index and first.dts is not None else first.pts
+            # Learn the keyframes' display delay (MP4): the first keyframe's is often shorter.
+            r.index_shift = max(r.index_shift, first.pts - mark)
+            if first.pts <= limit:
+                break
+            # The keyframe's display time was estimated from its decode time, and it displays
+            # after the middle half: start from the keyframe before it.
+            key = r._keyframe(mark - 1, backward=True)
+            if key is None or key.timestamp >= mark:
+                break
+        return itertools.chain([first] if first is not None else [], demux)
 
     # -- positions
 
@@ -713,8 +753,8 @@ class _Sampler:
             if pts < c - self.half:
                 break
             if pts <= c + self.half:
-                if frame.key_frame and self._key_in_window(self.next) is not None:
-                    self._finish(entry)  # the cheap keyframe the index promised
+                if self.take_key and frame.key_frame:
+                    self._finish(entry)  # the keyframe we seeked to: one frame decoded
                     break
                 if self.best is None or abs(pts - c) < abs(self.best[0].pts - c):
                     self.best = entry
@@ -724,6 +764,7 @@ class _Sampler:
             # Past the middle half without a frame in it: take the one on screen at the centre.
             self._finish(self.best or self.last or entry)
         self.last = entry
+        self.take_key = False  # only the first frame after a seek saves work
 
     def _finish(self, entry) -> None:
         frame, position = entry
@@ -765,9 +806,9 @@ class _Sampler:
 class _DecordReader:
     """decord's VideoReader: scans every packet when it opens, so positions are exact.
 
-    Used only when asked for (see docs/decoding.md). decord turns 90/270-degree MP4
-    pictures itself but not 180-degree ones nor any Matroska rotation; the orientation
-    PyAV reads from the container is applied to whatever decord left unturned.
+    Used only when asked for (see docs/decoding.md). decord (FFmpeg 4 inside) turns MP4
+    pictures by their rotation itself but ignores Matroska/WebM rotation; there the
+    orientation PyAV reads from the container is applied.
     """
 
     def __init__(self, name: str, source: Source, filesystem: Any):
@@ -780,25 +821,32 @@ class _DecordReader:
             orient = probe._first_orientation()
             meta = probe.info(orient, decoder="decord")
             coded = (probe.stream.codec_context.height, probe.stream.codec_context.width)
+            mp4 = probe.container.format.name.startswith("mov")
         target, _, _ = _open_input(self.name, self.source, self.filesystem)
         try:
             if not isinstance(target, str):
                 target.seek(0)
                 target = io.BytesIO(target.read())  # decord reads file objects whole anyway
             reader = decord.VideoReader(target, num_threads=1)
-            stamps = reader.get_frame_timestamp(range(len(reader)))[:, 0]
+            stamps, ends = reader.get_frame_timestamp(np.arange(len(reader))).T
         except decord.DECORDError as exc:
             raise VideoFormatError(self.name, f"decord cannot open: {str(exc).splitlines()[0]}") from exc
         if len(stamps) == 0:
             raise VideoFormatError(self.name, "no decodable video frame")
         times = stamps - stamps[0]
         plan = _Plan.make(self.name, num_frames, meta.duration_s, start, end)
-        indices = [int(np.argmin(np.abs(times - c))) for c in plan.centres]
+        slack = 1 / meta.fps if meta.fps else 0.0
+        indices = plan.choose(self.name, times, float(ends[-1] - stamps[0]) + slack)
         try:
             batch = reader.get_batch(indices).asnumpy()
         except decord.DECORDError as exc:
             raise VideoFormatError(self.name, f"decord cannot decode: {str(exc).splitlines()[0]}") from exc
-        turned = batch.shape[1:3] != coded  # decord already applied a 90/270-degree turn
+        if orient.rotation in (90, 270):
+            turned = batch.shape[1:3] != coded  # decord turned it (MP4) or not (Matroska)
+        else:
+            turned = mp4  # a 180-degree turn keeps the shape: decord turns MP4s only
+        if orient.rotation and turned and orient.flipped:
+            raise VideoFormatError(self.name, "decord cannot show a mirrored display matrix; use decoder='pyav'")
         frames = np.stack([to_model_input(frame if turned else orient(frame)) for frame in batch])
         meta.frame_count, meta.frame_count_exact = len(stamps), True
         meta.frames_decoded = len(set(indices))

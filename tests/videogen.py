@@ -163,7 +163,8 @@ def _encoder_options(codec: str, gop: int | None, bframes: int | None, quality: 
         opts.update(deadline="realtime", **{"cpu-used": "8", "crf": str(quality if quality is not None else 32)})
         opts["b"] = "0" if codec == "vp9" else "1M"
     elif codec == "av1":
-        opts.update(preset="8", crf=str(quality if quality is not None else 30))  # faster presets smear the grid
+        # Presets above 8 smear the index grid; unpatterned content can go faster.
+        opts.update(preset=preset or "8", crf=str(quality if quality is not None else 30))
         if gop is None:
             opts["g"] = "64"
     elif codec == "mpeg4":
@@ -185,7 +186,8 @@ def make_video(path: str | Path, *, codec: str = "h264", num_frames: int = 48, f
     pattern: draw each frame's index (see ``decode_index``); otherwise realistic content
     only. gop: keyframe interval (None: the encoder's default). bframes: None keeps the
     encoder default. quality: CRF (qscale for MPEG-4). grain: sensor noise amplitude.
-    preset: x264/x265 speed preset (default veryfast/superfast; "ultrafast" has no B-frames).
+    preset: encoder speed preset: x264/x265 names (default veryfast/superfast; "ultrafast"
+    has no B-frames) or SVT-AV1 numbers (default "8").
     """
     path = Path(path)
     if codec not in ENCODERS:

@@ -1,0 +1,175 @@
+"""Decoding cost: read_clip vs the official STAM evaluation path, short vs long videos, per
+codec and per decoder, and peak memory. Prints markdown tables (ms per 16-frame clip).
+
+    .venv/bin/python benchmarks/decode.py            # about 10 minutes on 2 cores
+    .venv/bin/python benchmarks/decode.py --quick    # 1-minute videos instead of 10-minute ones
+
+Videos are generated once into --workdir (default: a folder under the system temp dir) with
+realistic-looking content (a panned multi-scale texture, moving objects, sensor grain),
+because flat colours decode unrealistically fast. The "official" path is what torchvision's
+Kinetics400 clips + the STAM transform do: decode every frame to RGB, pick 16 at 1.6 fps,
+PIL Resize(256) + CenterCrop(224) (ToTensor left out on both sides).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+import stam_core  # noqa: E402
+from videogen import DEFAULT_SUFFIX, make_video  # noqa: E402
+
+FRAMES = 16
+CODECS = ["h264", "hevc", "vp9", "av1", "mpeg4"]
+FAST_PRESETS = {"h264": "veryfast", "hevc": "superfast", "av1": "12"}  # for the long videos only
+
+
+def official(path: Path, num_frames: int = FRAMES, frame_rate: float = 1.6) -> np.ndarray:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = [frame.to_rgb().to_ndarray() for frame in container.decode(stream)]  # torchvision read_video
+        fps = float(stream.average_rate)
+    step = fps / frame_rate  # torchvision VideoClips._resample_video_idx
+    picks = np.minimum(np.floor(np.arange(num_frames) * step).astype(int), len(frames) - 1)
+    return np.stack([official_transform(frames[i]) for i in picks])
+
+
+def official_transform(rgb: np.ndarray) -> np.ndarray:
+    """Resize(256) + CenterCrop(224) as torchvision does them on a PIL image."""
+    image = Image.fromarray(rgb)
+    w, h = image.size
+    new_w, new_h = (256, int(256 * h / w)) if w <= h else (int(256 * w / h), 256)
+    image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
+    left, top = int(round((new_w - 224) / 2.0)), int(round((new_h - 224) / 2.0))
+    return np.asarray(image.crop((left, top, left + 224, top + 224)))
+
+
+def timed(fn, reps: int) -> float:
+    """Median milliseconds of ``reps`` runs after one warm-up run."""
+    fn()
+    runs = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        runs.append(time.perf_counter() - start)
+    return 1000 * statistics.median(runs)
+
+
+def keyframe_interval(path: Path) -> str:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        keys = [p.pts for p in container.demux(stream) if p.is_keyframe and p.pts is not None]
+        if len(keys) < 2:
+            return "1 GOP"
+        return f"{float((keys[1] - keys[0]) * stream.time_base):.1f} s"
+
+
+def peak_rss_mb(path: Path, decoder: str) -> float:
+    """Peak resident memory of a fresh process that samples one clip, minus its baseline."""
+    code = (
+        "import resource, sys, stam_core, av, numpy, PIL.Image\n"
+        f"{'import decord' if decoder == 'decord' else ''}\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        f"stam_core.read_clip(sys.argv[1], {FRAMES}, timeout=None, decoder='{decoder}')\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return float(out.stdout.strip())
+
+
+def kbps(path: Path, seconds: float) -> float:
+    return path.stat().st_size * 8 / seconds / 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "stam-decode-bench")
+    parser.add_argument("--quick", action="store_true", help="1-minute long videos")
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    long_s = 60 if args.quick else 600
+
+    def video(name: str, **kwargs) -> Path:
+        path = args.workdir / name
+        if not path.exists():
+            print(f"  generating {name} ...", file=sys.stderr, flush=True)
+            make_video(path.with_suffix(".tmp" + path.suffix), **kwargs).rename(path)
+        return path
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    print(f"machine: {cpu}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f}; "
+          f"PyAV {av.__version__} (FFmpeg {av.library_versions['libavcodec']}), Python {platform.python_version()}")
+    print(f"median of {args.reps} runs after a warm-up; read_clip in-process (timeout=None) unless noted\n")
+
+    # 1. The acceptance clip: 10 s, 640x272, H.264 as x264 makes it by default.
+    real = video("real_640x272.mp4", size=(640, 272), num_frames=250, fps=25, pattern=False, grain=6,
+                 preset="medium")
+    ours = stam_core.read_clip(real, FRAMES, timeout=None)
+    with av.open(str(real)) as container:
+        every = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    mad = max(np.abs(frame.astype(int) - official_transform(every[i])).mean()
+              for frame, i in zip(ours.frames, ours.indices))
+    t_official = timed(lambda: official(real), args.reps)
+    t_pyav = timed(lambda: stam_core.read_clip(real, FRAMES, timeout=None), args.reps)
+    t_worker = timed(lambda: stam_core.read_clip(real, FRAMES, timeout=60), args.reps)
+    t_decord = timed(lambda: stam_core.read_clip(real, FRAMES, timeout=None, decoder="decord"), args.reps)
+    print(f"### 10 s 640x272 H.264 clip ({kbps(real, 10):.0f} kbit/s, x264 medium CRF 23, B-frames, "
+          f"keyframes every {keyframe_interval(real)}; {ours.info.frames_decoded} of 250 frames decoded)\n")
+    print("| path | ms per clip | vs official |")
+    print("|---|---:|---:|")
+    for label, ms in (("official (decode all to RGB, PIL resize+crop)", t_official),
+                      ("read_clip, PyAV (auto)", t_pyav), ("read_clip, PyAV, worker process (timeout=60)", t_worker),
+                      ("read_clip, decord", t_decord)):
+        print(f"| {label} | {ms:.1f} | {t_official / ms:.2f}x |")
+    print(f"\nread_clip vs official transform, worst frame: mean absolute difference {mad:.3f} grey levels\n")
+
+    # 2. Short vs long, per codec and decoder.
+    print(f"### 16 frames from 10 s vs {long_s // 60} min, 320x240 at 15 fps, same encoding per codec\n")
+    print("| codec | keyframes | decoder | 10 s: ms | 10 s: frames decoded | "
+          f"{long_s // 60} min: ms | {long_s // 60} min: frames decoded | long / short |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
+    for codec in CODECS:
+        settings = dict(codec=codec, size=(320, 240), fps=15, pattern=False, grain=3, preset=FAST_PRESETS.get(codec))
+        suffix = DEFAULT_SUFFIX[codec]
+        short = video(f"short_{codec}{suffix}", num_frames=15 * 10, **settings)
+        long = video(f"long{long_s}_{codec}{suffix}", num_frames=15 * long_s, **settings)
+        for decoder in ("pyav", "decord"):
+            try:
+                row = []
+                for path in (short, long):
+                    clip = stam_core.read_clip(path, FRAMES, timeout=None, decoder=decoder)
+                    ms = timed(lambda p=path: stam_core.read_clip(p, FRAMES, timeout=None, decoder=decoder), args.reps)
+                    row += [ms, clip.info.frames_decoded]
+                print(f"| {codec} | {keyframe_interval(long)} | {decoder} | {row[0]:.1f} | {row[1]} | {row[2]:.1f} | "
+                      f"{row[3]} | {row[2] / row[0]:.2f}x |")
+            except stam_core.VideoError as exc:
+                print(f"| {codec} | {keyframe_interval(long)} | {decoder} | fails: {exc.reason[:60]} | | | | |")
+
+    # 3. Memory.
+    long_h264 = args.workdir / f"long{long_s}_h264.mp4"
+    print(f"\n### Peak memory of one read_clip (fresh process, above its baseline), MB\n")
+    print("| video | PyAV | decord |")
+    print("|---|---:|---:|")
+    for label, path in (("10 s 640x272 H.264", real), (f"{long_s // 60} min 320x240 H.264", long_h264)):
+        print(f"| {label} | {peak_rss_mb(path, 'pyav'):.0f} | {peak_rss_mb(path, 'decord'):.0f} |")
+
+
+if __name__ == "__main__":
+    main()

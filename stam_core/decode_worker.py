@@ -1,0 +1,295 @@
+"""The decode worker: a child process that runs ``read_clip``/``probe_video`` so that a hard
+time limit can be enforced from outside. decord can hang in native code while holding the
+GIL, and FFmpeg can spin on a malicious file; no thread or signal inside the decoding process
+can stop either, but killing the process always works.
+
+Parent side, ``call()``: one worker per calling process, started on first use (a fresh
+interpreter that imports only numpy, PyAV and PIL: about 0.3 s), reused by every later call,
+so a call costs a few milliseconds more than decoding in-process. A call that overruns its
+time limit kills the worker (SIGKILL) and raises ``VideoTimeoutError``; a worker that dies
+raises ``VideoDecoderCrash``; the next call starts a new worker. Calls from several threads
+of one process take turns on the one worker.
+
+Sources: paths and ``s3://`` URIs (with any pyarrow ``filesystem``, pickled) are opened by
+the worker; bytes are sent to it. A file object cannot cross processes, so the worker reads
+it through the parent: each read is a request the parent serves while it waits, so only
+the byte ranges the decoder needs are read. The time limit covers those reads too, but it
+can only be checked between them: a read that blocks inside the file object blocks the
+caller.
+
+The worker dies with its parent (PR_SET_PDEATHSIG on Linux; it also exits when the socket
+to the parent closes). Test hook: with ``STAM_DECODE_TEST_FAULT=hang`` (spin holding the
+GIL) or ``=crash`` (SIGSEGV) in the caller's environment, the worker misbehaves on purpose.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import ctypes
+import logging
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from stam_core.errors import VideoDecoderCrash, VideoError, VideoTimeoutError
+
+log = logging.getLogger(__name__)
+
+STARTUP_TIMEOUT = 60.0  # a cold start on a loaded machine; not part of any call's limit
+FAULT_ENV = "STAM_DECODE_TEST_FAULT"
+_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+# ---- parent side -------------------------------------------------------------------------
+
+class _Worker:
+    def __init__(self):
+        parent_end, child_end = socket.socketpair()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+        cmd = [sys.executable, "-m", "stam_core.decode_worker", str(child_end.fileno())]
+        # Started from a thread that lives as long as the process: PR_SET_PDEATHSIG fires
+        # when the *thread* that forked the child exits, not only when the process does.
+        self.proc = _LAUNCHER.submit(subprocess.Popen, cmd, pass_fds=[child_end.fileno()], env=env,
+                                     stdin=subprocess.DEVNULL).result()
+        child_end.close()
+        self.conn = Connection(parent_end.detach())
+        if not self.conn.poll(STARTUP_TIMEOUT):
+            self.kill()
+            raise RuntimeError(f"the decode worker did not start within {STARTUP_TIMEOUT:.0f} s")
+        try:
+            self.conn.recv()  # ("ready", pid)
+        except EOFError:
+            self.kill()
+            raise RuntimeError(f"the decode worker exited at start ({self._death()})") from None
+
+    def request(self, message: tuple, name: str, timeout: float, fileobj: Any) -> Any:
+        deadline = time.monotonic() + timeout
+        self.conn.send(message)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self.conn.poll(remaining):
+                self.kill()
+                raise VideoTimeoutError(name, f"decoding took longer than {timeout:g} s; the decoder was stopped")
+            try:
+                reply = self.conn.recv()
+            except EOFError:
+                raise VideoDecoderCrash(name, f"the decoder process died ({self._death()})") from None
+            kind = reply[0]
+            if kind == "read":  # the worker reads a file object through us
+                self.conn.send(_serve_read(fileobj, reply[1], reply[2]))
+            elif kind == "ok":
+                return reply[1]
+            elif kind == "error":
+                raise _rebuild(reply[1], reply[2], reply[3])
+            else:  # "failed": an unexpected exception; the worker is still fine
+                log.warning("decode worker failed on %s:\n%s", name, reply[2])
+                raise VideoError(name, f"decoder failed: {reply[1]}")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.conn.close()
+
+    def _death(self) -> str:
+        try:
+            code = self.proc.wait(5)
+        except subprocess.TimeoutExpired:  # closed its end but still running: make sure
+            self.proc.kill()
+            code = self.proc.wait()
+        if code < 0:
+            return f"killed by {signal.Signals(-code).name}"
+        return f"exit status {code}"
+
+
+_LAUNCHER = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="stam-decode-launcher")
+_lock = threading.Lock()
+_worker: _Worker | None = None
+
+
+def _after_fork_in_child() -> None:
+    # A forked copy starts its own worker; the lock and launcher thread did not survive.
+    global _LAUNCHER, _lock, _worker
+    _LAUNCHER = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="stam-decode-launcher")
+    _lock = threading.Lock()
+    _worker = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def call(op: str, source: Any, timeout: float, *, filesystem: Any = None, **kwargs) -> Any:
+    """Run ``op`` ("read_clip" or "probe_video") on ``source`` in the worker, within ``timeout`` s."""
+    from stam_core.video import source_name
+
+    global _worker
+    name = source_name(source)
+    spec, fileobj = _source_spec(source, filesystem)
+    # S3 settings are read per call: the worker may predate them (credentials rotate, tests
+    # start local servers).
+    aws = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+    message = ("call", op, spec, kwargs, name, aws, os.environ.get(FAULT_ENV))
+    with _lock:
+        if _worker is None or not _worker.alive():
+            try:
+                _worker = _Worker()
+            except (OSError, RuntimeError) as exc:
+                raise VideoDecoderCrash(name, f"cannot start the decoder process: {exc}") from exc
+        worker = _worker
+        try:
+            return worker.request(message, name, timeout, fileobj)
+        except VideoTimeoutError:
+            _worker = None  # killed; the next call starts a new one
+            raise
+        except VideoDecoderCrash:
+            worker.kill()
+            _worker = None
+            raise
+        except VideoError:
+            raise
+        except BaseException:
+            # Interrupted mid-call (KeyboardInterrupt, a failing file object): the worker
+            # may still be busy or mid-reply, so it cannot be reused.
+            worker.kill()
+            _worker = None
+            raise
+
+
+def shutdown() -> None:
+    """Stop this process's worker (the next call starts a new one)."""
+    global _worker
+    with _lock:
+        if _worker is not None and _worker.alive():
+            _worker.kill()
+        _worker = None
+
+
+def _source_spec(source: Any, filesystem: Any) -> tuple[tuple, Any]:
+    if isinstance(source, Path) or isinstance(source, str) and not source.startswith("s3://") and filesystem is None:
+        return ("path", os.path.abspath(os.fspath(source))), None  # the worker's cwd may differ
+    if isinstance(source, str):
+        return ("uri", source, pickle.dumps(filesystem) if filesystem is not None else None), None
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return ("bytes", bytes(source)), None
+    if all(hasattr(source, attr) for attr in ("read", "seek", "tell")):
+        try:
+            size = source.seek(0, os.SEEK_END)
+        except (OSError, ValueError) as exc:
+            raise TypeError(f"file object sources must be seekable ({exc})") from exc
+        return ("file", size), source
+    raise TypeError(f"unsupported video source {type(source).__name__}: "
+                    "use a path, s3:// URI, bytes or a seekable binary file object")
+
+
+def _serve_read(fileobj: Any, offset: int, size: int) -> tuple:
+    try:
+        fileobj.seek(offset)
+        return ("data", fileobj.read(size))
+    except OSError as exc:
+        return ("data_error", str(exc))
+
+
+def _rebuild(cls_name: str, source: str, reason: str) -> VideoError:
+    from stam_core import errors
+
+    cls = getattr(errors, cls_name, VideoError)
+    return cls(source, reason) if isinstance(cls, type) and issubclass(cls, VideoError) else VideoError(source, reason)
+
+
+# ---- worker side -------------------------------------------------------------------------
+
+class _RemoteFile:
+    """A read-only file whose bytes live in the parent's file object."""
+
+    def __init__(self, conn: Connection, size: int):
+        self.conn, self.size, self.pos = conn, size, 0
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.size - self.pos if n is None or n < 0 else min(n, self.size - self.pos)
+        if n <= 0:
+            return b""
+        self.conn.send(("read", self.pos, n))
+        kind, payload = self.conn.recv()
+        if kind != "data":
+            raise OSError(f"reading the caller's file object failed: {payload}")
+        self.pos += len(payload)
+        return payload
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self.pos, os.SEEK_END: self.size}[whence]
+        self.pos = max(0, base + offset)
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seekable(self) -> bool:
+        return True
+
+
+def _die_with_parent() -> None:
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os._exit(0)
+
+
+def _misbehave(fault: str | None) -> None:
+    if fault == "hang":
+        import re
+
+        # Catastrophic backtracking: runs in C for ages and never releases the GIL, like a
+        # native decoder hang.
+        re.match(r"(a+)+$", "a" * 64 + "b")
+    elif fault == "crash":
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def main(fd: int) -> None:
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the caller, which then stops us
+    conn = Connection(fd)
+    from stam_core import video
+
+    ops = {"read_clip": video._read_clip, "probe_video": video._probe_video}
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            _, op, spec, kwargs, name, aws, fault = conn.recv()
+        except EOFError:
+            return  # the parent is gone
+        for key in [k for k in os.environ if k.startswith("AWS_") and k not in aws]:
+            del os.environ[key]
+        os.environ.update(aws)
+        _misbehave(fault)
+        try:
+            if spec[0] == "file":
+                source = _RemoteFile(conn, spec[1])
+            elif spec[0] == "uri":
+                source = spec[1]
+                kwargs["filesystem"] = pickle.loads(spec[2]) if spec[2] is not None else None
+            else:
+                source = spec[1]
+            reply = ("ok", ops[op](source, name=name, **kwargs))
+        except VideoError as exc:
+            reply = ("error", type(exc).__name__, exc.source, exc.reason)
+        except Exception as exc:  # anything else is reported to the caller; the worker carries on
+            reply = ("failed", f"{type(exc).__name__}: {exc}", traceback.format_exc())
+        conn.send(reply)
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))
