@@ -151,8 +151,10 @@ def decode_videos(batch: dict[str, np.ndarray], *, num_frames: int, timeout: flo
                        width=info.width, height=info.height, codec=info.codec, decoder=info.decoder,
                        frame_indices=np.asarray(clip.indices, np.int32),
                        frame_timestamps=np.asarray(clip.timestamps, np.float64))
-    result = {k: np.asarray(v) if k not in ("frame_indices", "frame_timestamps") else _stack(v, num_frames)
-              for k, v in out.items()}
+    result = {k: np.asarray(v) for k, v in out.items() if k not in ("frame_indices", "frame_timestamps")}
+    # Fixed dtypes and widths: Ray must be able to concatenate blocks from different tasks.
+    result["frame_indices"] = _stack(out["frame_indices"], num_frames, np.int32)
+    result["frame_timestamps"] = _stack(out["frame_timestamps"], num_frames, np.float64)
     for key in ITEM_KEYS:
         result[key] = batch[key]
     result["frames"] = frames
@@ -168,9 +170,9 @@ def _append_decode(out, *, ok, error, error_kind, duration_s=np.nan, fps=np.nan,
         out[key].append(value)
 
 
-def _stack(values: list, num_frames: int) -> np.ndarray:
-    # Fixed-width columns keep Ray's blocks simple; error rows carry -1 and are nulled later.
-    return np.stack([v if v is not None else np.full(num_frames, -1) for v in values])
+def _stack(values: list, num_frames: int, dtype) -> np.ndarray:
+    # Error rows carry -1 here and become nulls in the Labeler.
+    return np.stack([np.full(num_frames, -1, dtype) if v is None else np.asarray(v, dtype) for v in values])
 
 
 # ---- stage 2: the model (stateful, GPU or CPU) -------------------------------------------
@@ -263,7 +265,7 @@ class Labeler:
 
 
 def _null_where(values: np.ndarray, ok: np.ndarray) -> list:
-    return [v.item() if k else None for k, v in zip(ok, values)]
+    return [(v.item() if isinstance(v, np.generic) else v) if k else None for k, v in zip(ok, values)]
 
 
 def _segment_bounds(batch: dict[str, np.ndarray], ok: np.ndarray) -> tuple[list, list]:
@@ -407,6 +409,9 @@ def _commit_stream(batches, table: LabelTable, config: JobConfig, summary: RunSu
         log.warning("%d videos produced no row (their Ray tasks failed past retries)", len(lost))
         add(_lost_rows(lost, schema, summary.run_id, config))
     flush()
+    if items and len(lost) == len(items):
+        # Not bad videos: the pipeline itself is broken (see the task errors above).
+        raise JobError(f"every Ray task failed; no video was labelled (run {summary.run_id}, see the log above)")
 
 
 def _lost_rows(lost: list[dict], schema: pa.Schema, run_id: str, config: JobConfig) -> pa.Table:

@@ -56,11 +56,16 @@ class _Worker:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
         cmd = [sys.executable, "-m", "stam_core.decode_worker", str(child_end.fileno())]
-        # Started from a thread that lives as long as the process: PR_SET_PDEATHSIG fires
-        # when the *thread* that forked the child exits, not only when the process does.
-        self.proc = _LAUNCHER.submit(subprocess.Popen, cmd, pass_fds=[child_end.fileno()], env=env,
-                                     stdin=subprocess.DEVNULL).result()
-        child_end.close()
+        try:
+            # Started from a thread that lives as long as the process: PR_SET_PDEATHSIG fires
+            # when the *thread* that forked the child exits, not only when the process does.
+            self.proc = _LAUNCHER.submit(subprocess.Popen, cmd, pass_fds=[child_end.fileno()], env=env,
+                                         stdin=subprocess.DEVNULL).result()
+        except BaseException:
+            parent_end.close()
+            raise
+        finally:
+            child_end.close()
         self.conn = Connection(parent_end.detach())
         if not self.conn.poll(STARTUP_TIMEOUT):
             self.kill()
@@ -73,7 +78,10 @@ class _Worker:
 
     def request(self, message: tuple, name: str, timeout: float, fileobj: Any) -> Any:
         deadline = time.monotonic() + timeout
-        self.conn.send(message)
+        try:
+            self.conn.send(message)
+        except OSError:  # it died since the last call
+            raise VideoDecoderCrash(name, f"the decoder process died ({self._death()})") from None
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self.conn.poll(remaining):
@@ -81,7 +89,7 @@ class _Worker:
                 raise VideoTimeoutError(name, f"decoding took longer than {timeout:g} s; the decoder was stopped")
             try:
                 reply = self.conn.recv()
-            except EOFError:
+            except (EOFError, ConnectionResetError):
                 raise VideoDecoderCrash(name, f"the decoder process died ({self._death()})") from None
             kind = reply[0]
             if kind == "read":  # the worker reads a file object through us
@@ -143,6 +151,8 @@ def call(op: str, source: Any, timeout: float, *, filesystem: Any = None, **kwar
     message = ("call", op, spec, kwargs, name, aws, os.environ.get(FAULT_ENV))
     with _lock:
         if _worker is None or not _worker.alive():
+            if _worker is not None:
+                _worker.kill()  # died while idle: reap it
             try:
                 _worker = _Worker()
             except (OSError, RuntimeError) as exc:
@@ -150,30 +160,13 @@ def call(op: str, source: Any, timeout: float, *, filesystem: Any = None, **kwar
         worker = _worker
         try:
             return worker.request(message, name, timeout, fileobj)
-        except VideoTimeoutError:
-            _worker = None  # killed; the next call starts a new one
+        except BaseException as exc:
+            # A bad video leaves the worker fine. After a timeout or a crash it is dead; after
+            # an interruption (Ctrl-C, a failing file object) it may be mid-reply: replace it.
+            if not isinstance(exc, VideoError) or isinstance(exc, (VideoTimeoutError, VideoDecoderCrash)):
+                worker.kill()
+                _worker = None
             raise
-        except VideoDecoderCrash:
-            worker.kill()
-            _worker = None
-            raise
-        except VideoError:
-            raise
-        except BaseException:
-            # Interrupted mid-call (KeyboardInterrupt, a failing file object): the worker
-            # may still be busy or mid-reply, so it cannot be reused.
-            worker.kill()
-            _worker = None
-            raise
-
-
-def shutdown() -> None:
-    """Stop this process's worker (the next call starts a new one)."""
-    global _worker
-    with _lock:
-        if _worker is not None and _worker.alive():
-            _worker.kill()
-        _worker = None
 
 
 def _source_spec(source: Any, filesystem: Any) -> tuple[tuple, Any]:

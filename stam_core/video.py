@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import functools
 import io
 import itertools
 import logging
@@ -68,7 +69,7 @@ class ClipInfo:
     pix_fmt: str = ""
     frame_count_exact: bool = True  # False: duration x fps (the container has no frame count)
     # Work done by read_clip (cost checks without timing): frames the decoder produced,
-    # packets it read from the container, seeks.
+    # packets it read from the container, seeks; -1 where the decoder does not say (decord).
     frames_decoded: int = 0
     packets_read: int = 0
     seeks: int = 0
@@ -109,23 +110,24 @@ def read_clip(source: Source, num_frames: int = 16, *, start: float | None = Non
                               start=start, end=end, decoder=decoder)
 
 
-def probe_video(source: Source, *, timeout: float | None = 60.0, decoder: str = "auto",
-                filesystem: Any = None) -> ClipInfo:
+def probe_video(source: Source, *, timeout: float | None = 60.0, filesystem: Any = None) -> ClipInfo:
     """Metadata of a video (duration, frame rate, size, codec, rotation) without sampling it.
 
-    Reads the container header and decodes at most the first frame (rotation is carried in
-    frame side data). Same sources, limits and errors as ``read_clip``.
+    Reads the container header (PyAV) and decodes the first frame only (rotation is carried
+    in frame side data). Same sources, limits and errors as ``read_clip``.
     """
-    _check_args(1, None, None, timeout, decoder)
+    _check_args(1, None, None, timeout, "pyav")
     if timeout is None:
-        return _probe_video(source, decoder=decoder, filesystem=filesystem)
+        return _probe_video(source, filesystem=filesystem)
     from stam_core import decode_worker
 
-    return decode_worker.call("probe_video", source, timeout, filesystem=filesystem, decoder=decoder)
+    return decode_worker.call("probe_video", source, timeout, filesystem=filesystem)
 
 
 def _check_args(num_frames, start, end, timeout, decoder) -> None:
-    if not isinstance(num_frames, int) or num_frames < 1:
+    if decoder == "auto":
+        _log_auto_choice()
+    if isinstance(num_frames, bool) or not isinstance(num_frames, (int, np.integer)) or num_frames < 1:
         raise ValueError(f"num_frames must be a positive integer, got {num_frames!r}")
     if decoder not in DECODERS:
         raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
@@ -133,8 +135,14 @@ def _check_args(num_frames, start, end, timeout, decoder) -> None:
         raise ValueError(f"timeout must be positive seconds or None, got {timeout!r}")
     if start is not None and start < 0:
         raise ValueError(f"start must be >= 0, got {start}")
-    if start is not None and end is not None and end <= start:
-        raise ValueError(f"end ({end}) must be after start ({start})")
+    if end is not None and end <= (start or 0):
+        raise ValueError(f"end ({end}) must be after start ({start or 0})")
+
+
+@functools.lru_cache(maxsize=None)
+def _log_auto_choice() -> None:
+    # A choice made for the user is said once per process (and recorded in ClipInfo.decoder).
+    log.info("decoder='auto' decodes with PyAV; decord only when asked for (docs/decoding.md)")
 
 
 def source_name(source: Source) -> str:
@@ -165,13 +173,10 @@ def _read_clip(source: Source, num_frames: int, *, start: float | None, end: flo
         return reader.sample(num_frames, start, end)
 
 
-def _probe_video(source: Source, decoder: str = "auto", filesystem: Any = None, name: str | None = None) -> ClipInfo:
+def _probe_video(source: Source, filesystem: Any = None, name: str | None = None) -> ClipInfo:
     name = name or source_name(source)
     with _PyAVReader(name, source, filesystem) as reader, _translate_errors(name):
-        info = reader.probe()
-    if decoder == "decord":
-        info.decoder = "decord"
-    return info
+        return reader.probe()
 
 
 @contextlib.contextmanager
@@ -287,8 +292,12 @@ def _orientation(matrix: tuple[int, ...] | None) -> tuple[int, str | None, bool,
     if abs(theta - 270) < 1:
         return 270, ("clock_flip" if matrix[3] < 0 else "cclock"), False, False
     if abs(theta) > 1:
-        raise ValueError(f"rotation by {theta} degrees (not a multiple of 90) is not supported")
+        raise _UnsupportedRotation(theta)
     return 0, None, False, matrix[4] < 0
+
+
+class _UnsupportedRotation(Exception):
+    """Internal: a display matrix that turns by other than a multiple of 90 degrees."""
 
 
 def _display_matrix(frame) -> tuple[int, ...] | None:
@@ -303,8 +312,12 @@ def _display_matrix(frame) -> tuple[int, ...] | None:
 class _Orient:
     """Turns decoded pictures into display orientation (numpy views, no copies)."""
 
-    def __init__(self, matrix: tuple[int, ...] | None):
-        self.rotation, self.transpose, self.hflip, self.vflip = _orientation(matrix)
+    def __init__(self, matrix: tuple[int, ...] | None, name: str = ""):
+        try:
+            self.rotation, self.transpose, self.hflip, self.vflip = _orientation(matrix)
+        except _UnsupportedRotation as exc:
+            raise VideoFormatError(name, f"display matrix turns the picture by {exc.args[0]:g} degrees; "
+                                         "only multiples of 90 are supported") from None
         # A 180-degree turn is an hflip plus a vflip; only one of them means a mirror.
         self.flipped = self.transpose in ("cclock_flip", "clock_flip") or (self.rotation != 180 and self.vflip) or (
             self.rotation == 180 and self.hflip != self.vflip)
@@ -345,19 +358,7 @@ def to_model_input(rgb: np.ndarray) -> np.ndarray:
     sx, sy = width / new_w, height / new_h
     box = (left * sx, top * sy, (left + CROP) * sx, (top + CROP) * sy)
     image = Image.fromarray(np.ascontiguousarray(rgb))
-    if new_w < CROP or new_h < CROP:  # tiny sources: pad like torchvision's CenterCrop does
-        return _pad_crop(np.asarray(image.resize((new_w, new_h), Image.Resampling.BILINEAR)))
     return np.asarray(image.resize((CROP, CROP), Image.Resampling.BILINEAR, box=box))
-
-
-def _pad_crop(img: np.ndarray) -> np.ndarray:
-    out = np.zeros((CROP, CROP, 3), np.uint8)
-    h, w = img.shape[:2]
-    top, left = (CROP - h) // 2, (CROP - w) // 2
-    ys, xs = max(0, -top), max(0, -left)
-    out[max(0, top):max(0, top) + min(h, CROP), max(0, left):max(0, left) + min(w, CROP)] = \
-        img[ys:ys + min(h, CROP), xs:xs + min(w, CROP)]
-    return out
 
 
 # ---- sampling plan -----------------------------------------------------------------------
@@ -503,7 +504,7 @@ class _PyAVReader:
         try:
             for frame in self.container.decode(self.stream):
                 self.stats["frames_decoded"] += 1
-                return _Orient(_display_matrix(frame))
+                return _Orient(_display_matrix(frame), self.name)
         except av.error.FFmpegError as exc:
             raise _ffmpeg_error(self.name, exc, "cannot decode") from exc
         raise VideoFormatError(self.name, "no decodable video frame")
@@ -590,15 +591,17 @@ class _Sampler:
     """One pass over the packets the plan needs, seeking forward past what it does not.
 
     Positions: with a per-frame index, the first packet after a seek has a known position
-    (its decode-order index); every frame's position is that plus the number of packets
-    read since then that display before it. Without one, the first packet's position comes
-    from the frame rate and each frame is checked against the frame rate: a mismatch means a
-    variable frame rate and the caller rescans (``_VariableFrameRate``).
+    (its decode-order index; everything before it in decode order displays before it too);
+    a frame's position is that plus the number of packets read since then that display
+    before it. Without one, the first packet's position comes from the frame rate and each
+    frame is checked against the frame rate: a mismatch means a variable frame rate, and the
+    caller rescans every packet's timestamp (``_VariableFrameRate``).
     """
 
     def __init__(self, reader: _PyAVReader, plan: _Plan):
+        from av.video.reformatter import VideoReformatter
+
         self.r = reader
-        self.plan = plan
         tb = float(reader.tb)
         self.tb = tb
         n = len(plan.centres)
@@ -611,19 +614,19 @@ class _Sampler:
         self.best = None  # (frame, position) nearest the current target's centre inside its middle half
         self.last = None  # (frame, position) the latest decoded frame: on screen until the next one
         self.orient: _Orient | None = None
+        self.reformatter = VideoReformatter()
         # Skip decoding non-reference frames outside every middle half, when frames are
         # dense enough that each middle half holds several.
         self.may_skip = reader.fps > 0 and 1 / reader.fps <= plan.half / 2
-        self.run_base: int | None = None  # position of the first packet since the last seek
-        self.run_pts: list[int] = []  # sorted timestamps of packets read since then
+        self.run_first: int | None = None  # timestamp of the first packet since the last seek
+        self.run_base: int | None = None  # its decode-order position, with a per-frame index
+        self.run_pts: list[int] = []  # sorted timestamps of packets read since the last seek
         self.last_read = None  # how far reading got since the last seek, in index units
         self.take_key = False
         self.frame_ticks = 1 / (reader.fps * tb) if reader.fps else None
         self.plan_duration = reader._duration_s()
 
     def run(self) -> Clip:
-        import av
-
         ctx = self.r.stream.codec_context
         stats = self.r.stats
         demux, planned_for = None, -1
@@ -637,11 +640,11 @@ class _Sampler:
             if packet is None or packet.size == 0:
                 self._decode(ctx, None, errors)  # end of stream: drain the decoder
                 break
-            if packet.pts is None:
-                continue
             stats["packets_read"] += 1
-            self._note_packet(packet)
-            ctx.skip_frame = "DEFAULT" if not self.may_skip or self._wanted(packet.pts) else "NONREF"
+            if packet.pts is not None:
+                self._note_packet(packet)
+            skip = self.may_skip and packet.pts is not None and not self._wanted(packet.pts)
+            ctx.skip_frame = "NONREF" if skip else "DEFAULT"
             self._decode(ctx, packet, errors)
         if self.next < len(self.centre):
             self._finish_at_eof(errors)
@@ -685,7 +688,7 @@ class _Sampler:
         limit = self.centre[self.next] + self.half
         while True:
             r._seek(r._landing(key) if key is not None else r.t0)
-            self.run_base, self.run_pts, self.last_read, self.last = None, [], None, None
+            self.run_first, self.run_base, self.run_pts, self.last_read, self.last = None, None, [], None, None
             self.take_key = key is not None
             demux = r.container.demux(r.stream)
             first = next((p for p in demux if p.pts is not None or p.size == 0), None)
@@ -707,14 +710,9 @@ class _Sampler:
 
     def _note_packet(self, packet) -> None:
         r = self.r
-        if self.run_base is None:
-            if r.scanned_pts is not None:
-                self.run_base = -1  # positions come from the scan
-            elif r.full_index:
-                base = r._position(packet.dts)
-                self.run_base = base if base is not None else self._rate_position(packet.pts)
-            else:
-                self.run_base = self._rate_position(packet.pts)
+        if self.run_first is None:
+            self.run_first = packet.pts
+            self.run_base = r._position(packet.dts) if r.full_index else None
         bisect.insort(self.run_pts, packet.pts)
         # How far reading got, in the index's units: per-frame indexes (MP4) list decode
         # times, keyframe indexes (Matroska cues) presentation times.
@@ -729,10 +727,15 @@ class _Sampler:
         r = self.r
         if r.scanned_pts is not None:
             return bisect.bisect_left(r.scanned_pts, pts)
-        counted = self.run_base + bisect.bisect_left(self.run_pts, pts)
-        if not r.full_index and r.fps and counted != self._rate_position(pts):
+        before = bisect.bisect_left(self.run_pts, pts)  # packets since the seek that display earlier
+        if self.run_base is not None:  # the first packet's decode-order position, from the index
+            return self.run_base + before
+        # From the frame rate: the first packet (a keyframe) is at its time x fps; packets read
+        # after it that display before it (open-GOP leading pictures) are already counted there.
+        position = self._rate_position(self.run_first) + before - bisect.bisect_left(self.run_pts, self.run_first)
+        if r.fps and position != self._rate_position(pts):
             raise _VariableFrameRate()
-        return counted
+        return position
 
     # -- choosing frames
 
@@ -745,7 +748,7 @@ class _Sampler:
         if frame.pts is None:
             raise VideoFormatError(self.r.name, "decoded frames carry no timestamps")
         if self.orient is None:
-            self.orient = _Orient(_display_matrix(frame))
+            self.orient = _Orient(_display_matrix(frame), self.r.name)
         pts = frame.pts
         entry = (frame, self._frame_position(pts))
         while self.next < len(self.centre):
@@ -769,7 +772,8 @@ class _Sampler:
     def _finish(self, entry) -> None:
         frame, position = entry
         i = self.next
-        rgb = frame.to_ndarray(format="rgb24")  # the same conversion as the official path
+        # The official path's conversion (frame.to_rgb()), with one scaler context kept for all frames.
+        rgb = self.reformatter.reformat(frame, format="rgb24").to_ndarray()
         self.frames[i] = to_model_input(self.orient(rgb))
         self.indices[i] = position
         self.times[i] = float((frame.pts - self.r.t0) * self.tb)
@@ -819,6 +823,8 @@ class _DecordReader:
 
         with _PyAVReader(self.name, self.source, self.filesystem) as probe:
             orient = probe._first_orientation()
+            if orient.flipped:  # decord's FFmpeg 4 reads the angle only
+                raise VideoFormatError(self.name, "decord cannot show a mirrored picture; use decoder='pyav'")
             meta = probe.info(orient, decoder="decord")
             coded = (probe.stream.codec_context.height, probe.stream.codec_context.width)
             mp4 = probe.container.format.name.startswith("mov")
@@ -845,10 +851,8 @@ class _DecordReader:
             turned = batch.shape[1:3] != coded  # decord turned it (MP4) or not (Matroska)
         else:
             turned = mp4  # a 180-degree turn keeps the shape: decord turns MP4s only
-        if orient.rotation and turned and orient.flipped:
-            raise VideoFormatError(self.name, "decord cannot show a mirrored display matrix; use decoder='pyav'")
         frames = np.stack([to_model_input(frame if turned else orient(frame)) for frame in batch])
         meta.frame_count, meta.frame_count_exact = len(stamps), True
-        meta.frames_decoded = len(set(indices))
+        meta.frames_decoded = meta.packets_read = meta.seeks = -1  # decord does not say
         meta.repeated = len(set(indices)) < num_frames
         return Clip(frames, indices, [float(times[i]) for i in indices], meta)

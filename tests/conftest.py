@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -28,25 +29,42 @@ def ray_head(local_s3, tmp_path_factory):
     """A Ray head started with `ray start --head`, as on a real cluster; yields its address.
 
     Started after the S3 server so its workers inherit the S3 settings too. Token
-    authentication is off on both sides (Ray 2.60 turns it on for new clusters).
+    authentication is off on both sides (Ray 2.60 turns it on for new clusters). `--block`
+    keeps the head in one process group, so teardown stops this head only (`ray stop`
+    would stop every Ray on the machine).
     """
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     os.environ["RAY_AUTH_MODE"] = "disabled"
     temp_dir = tmp_path_factory.mktemp("ray")
-    cmd = [str(VENV_BIN / "ray"), "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=0",
-           "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}"]
-    subprocess.run(cmd, check=True, capture_output=True, env=os.environ.copy(), timeout=120)
+    log = open(temp_dir / "ray-start.log", "w")
+    cmd = [str(VENV_BIN / "ray"), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
+           "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats",
+           f"--temp-dir={temp_dir}"]
+    head = subprocess.Popen(cmd, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     address = f"127.0.0.1:{port}"
+
+    def ready():
+        if head.poll() is not None:
+            raise AssertionError(f"ray start failed: {(temp_dir / 'ray-start.log').read_text()[-2000:]}")
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", port)) == 0
+
     try:
+        wait_for(ready, 120, "the Ray head")
         yield address
     finally:
         import ray
 
         if ray.is_initialized():
             ray.shutdown()
-        subprocess.run([str(VENV_BIN / "ray"), "stop", "--force"], capture_output=True, timeout=120)
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+        log.close()
 
 
 @pytest.fixture(scope="session")

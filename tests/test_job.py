@@ -72,7 +72,8 @@ def test_local_folder_end_to_end(video_dir, tmp_path, tiny_weights, ray_head):
 
     table = pads.dataset(str(out), format="parquet", partitioning="hive").to_table()
     assert names(table) == Counter({Path(n).name: 1 for n in list(GOOD) + list(BAD)})
-    assert table.schema.remove_metadata().equals(output_schema()), table.schema
+    # The hive partition makes run_id nullable when read back; names and types are the schema's.
+    assert [(f.name, f.type) for f in table.schema] == [(f.name, f.type) for f in output_schema()]
     rows = {Path(r["video_uri"]).name: r for r in table.to_pylist()}
     for name in GOOD:
         row = rows[Path(name).name]

@@ -53,7 +53,7 @@ def labelled(tmp_path_factory, tiny_weights, ray_head) -> Path:
     videos.mkdir()
     make_sample_video(videos / "a.mp4", seed=1, seconds=1.0, fps=8, size=(96, 64))
     make_magenta_video(videos / "magenta.mp4")
-    (videos / "broken.mp4").write_text("not a video <b>bold</b>")  # the reason is shown escaped
+    (videos / "broken <b>.mp4").write_text("not a video")  # its name must be shown escaped
     out = root / "labels"
     run_job(_config(tiny_weights, videos, out, ray_head))
     return out
@@ -79,7 +79,7 @@ def test_text_summary(labelled):
     assert result.exit_code == 0, result.output
     out = result.output
     assert "3 videos, 3 rows, 1 runs" in out and "status: 2 ok, 1 error" in out
-    assert "error kinds:" in out and "1  format_error: e.g." in out and "broken.mp4" in out
+    assert "error kinds:" in out and "1  format_error: e.g." in out and "broken <b>.mp4" in out
     for name in ("a.mp4", "magenta.mp4"):
         assert re.search(rf"^\s+\d+\s+{re.escape(rows[name]['labels'][0])}$", out, re.M), out
 
@@ -112,13 +112,15 @@ def test_html_page(labelled, tmp_path):
     page = page_path.read_text()
     assert page.count("<img class='thumb' src='data:image/jpeg;base64,") == 2 * FRAMES
     assert "frame mismatch" not in page and "thumbnails unavailable" not in page  # re-read == labelled frames
-    assert "http://" not in page and "https://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    offline = page.replace('xmlns="http://www.w3.org/2000/svg"', "")  # a namespace name, never fetched
+    assert "http://" not in offline and "https://" not in offline  # self-contained: nothing to load
     labels = {rows[n]["labels"][0] for n in ("a.mp4", "magenta.mp4")}
     assert page.count("<rect ") == len(labels)  # one bar per distinct top-1 label
     for name in ("a.mp4", "magenta.mp4"):
         for label in rows[name]["labels"]:
             assert label.replace("'", "&#x27;") in page
-    assert "Failed videos (1)" in page and "format_error" in page and "broken.mp4" in page
+    assert "Failed videos (1)" in page and "format_error" in page
+    assert "broken &lt;b&gt;.mp4" in page and "<b>" not in page
     assert (tmp_path / "l.png").stat().st_size > 0
 
     capped = render_html(*load(str(labelled)), max_videos=1)

@@ -76,24 +76,26 @@ def assert_rule(clip: stam_core.Clip, start: float = 0.0, end: float | None = No
 
 # ---- exact frames and the sampling rule ---------------------------------------------------
 
-@pytest.mark.parametrize("codec", ["h264", "hevc", "vp9", "av1", "mpeg4"])
+@pytest.mark.parametrize("codec", ["h264", "hevc", "vp9", "av1", "mpeg4", "vp8"])
 def test_exact_frames_each_codec(videos, codec):
-    path = videos(f"exact_{codec}{DEFAULT_SUFFIX[codec]}", codec=codec, num_frames=48, gop=12)
+    # 6 s at 24 fps: dense enough that non-reference frames between samples are skipped.
+    path = videos(f"exact_{codec}{DEFAULT_SUFFIX[codec]}", codec=codec, num_frames=144, gop=48)
     clip = read(path)
     assert_exact(clip, fps=24)
     assert_rule(clip)
     info = clip.info
     assert (info.width, info.height, info.rotation, info.decoder) == (320, 240, 0, "pyav")
-    assert info.duration_s == pytest.approx(2.0, abs=0.05) and info.fps == pytest.approx(24)
-    assert info.frame_count == 48 and not info.repeated
+    assert info.duration_s == pytest.approx(6.0, abs=0.05) and info.fps == pytest.approx(24)
+    assert info.frame_count == 144 and not info.repeated
+    assert info.frames_decoded < 144
     assert info.codec in {"h264": ["h264"], "hevc": ["hevc"], "vp9": ["vp9", "libvpx-vp9"],
-                          "av1": ["libdav1d", "av1"], "mpeg4": ["mpeg4"]}[codec]
+                          "av1": ["libdav1d", "av1"], "mpeg4": ["mpeg4"], "vp8": ["vp8", "libvpx"]}[codec]
 
 
 @pytest.mark.parametrize("codec", ["h264", "vp9"])
 def test_decord_exact_where_it_decodes_correctly(videos, codec):
     # decord returns wrong frames for B-frame HEVC/MPEG-4 and has no AV1: docs/decoding.md.
-    path = videos(f"exact_{codec}{DEFAULT_SUFFIX[codec]}", codec=codec, num_frames=48, gop=12)
+    path = videos(f"exact_{codec}{DEFAULT_SUFFIX[codec]}", codec=codec, num_frames=144, gop=48)
     clip = read(path, decoder="decord")
     assert clip.info.decoder == "decord"
     assert_exact(clip, fps=24)
@@ -301,7 +303,7 @@ def test_missing_file(tmp_path):
 
 
 def test_bad_arguments(videos):
-    path = videos("exact_h264.mp4", codec="h264", num_frames=48, gop=12)
+    path = videos("exact_h264.mp4", codec="h264", num_frames=144, gop=48)
     with pytest.raises(ValueError):
         read(path, num_frames=0)
     with pytest.raises(ValueError):
@@ -321,7 +323,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_worker_is_reused(videos):
-    path = videos("exact_h264.mp4", codec="h264", num_frames=48, gop=12)
+    path = videos("exact_h264.mp4", codec="h264", num_frames=144, gop=48)
     stam_core.read_clip(path, timeout=30)
     pid = decode_worker._worker.proc.pid
     stam_core.probe_video(path, timeout=30)
@@ -330,7 +332,7 @@ def test_worker_is_reused(videos):
 
 
 def test_hanging_decoder_is_killed(videos, monkeypatch):
-    path = videos("exact_h264.mp4", codec="h264", num_frames=48, gop=12)
+    path = videos("exact_h264.mp4", codec="h264", num_frames=144, gop=48)
     stam_core.read_clip(path, timeout=30)
     pid = decode_worker._worker.proc.pid
     # The worker spins in C holding the GIL: only killing the process can stop it.
@@ -344,7 +346,7 @@ def test_hanging_decoder_is_killed(videos, monkeypatch):
 
 
 def test_crashing_decoder(videos, monkeypatch):
-    path = videos("exact_h264.mp4", codec="h264", num_frames=48, gop=12)
+    path = videos("exact_h264.mp4", codec="h264", num_frames=144, gop=48)
     monkeypatch.setenv(decode_worker.FAULT_ENV, "crash")
     with pytest.raises(stam_core.VideoDecoderCrash, match="SIGSEGV"):
         stam_core.read_clip(path, timeout=30)
@@ -383,7 +385,7 @@ def test_file_object_is_read_in_ranges_through_the_worker(long_and_short):
 def test_pyarrow_filesystem_keyword(videos):
     import pyarrow.fs as pafs
 
-    path = videos("exact_h264.mp4", codec="h264", num_frames=48, gop=12)
+    path = videos("exact_h264.mp4", codec="h264", num_frames=144, gop=48)
     clip = stam_core.read_clip(str(path), FRAMES, timeout=30, filesystem=pafs.LocalFileSystem())
     assert_exact(clip, fps=24)
 

@@ -113,23 +113,28 @@ def texture(width: int, height: int, seed: int = 0) -> np.ndarray:
 
 
 class _Scene:
-    """Realistic-ish moving content: a slow camera pan over a texture, two moving objects, grain."""
+    """Realistic-ish moving content: a camera sway over a texture, two moving objects, grain.
 
-    def __init__(self, width: int, height: int, num_frames: int, seed: int, grain: int):
-        self.width, self.height, self.num_frames, self.grain = width, height, num_frames, grain
+    Motion depends on time, not on the video's length, so a long and a short video made
+    with the same settings look alike frame by frame (and cost alike to decode).
+    """
+
+    def __init__(self, width: int, height: int, fps: float, seed: int, grain: int):
+        self.width, self.height, self.fps, self.grain = width, height, fps, grain
         self.pan = max(8, width // 4)
         self.background = texture(width + self.pan, height + self.pan // 2, seed)
         self.objects = [texture(max(8, width // 5), max(8, height // 4), seed + 1 + k) for k in range(2)]
         self.rng = np.random.default_rng(seed + 100)
 
     def frame(self, i: int) -> np.ndarray:
-        u = i / max(1, self.num_frames - 1)
-        x, y = round(self.pan * u), round(self.pan // 4 * (1 + math.sin(2 * math.pi * u)))
+        t = i / self.fps
+        x = round(self.pan * (0.5 + 0.5 * math.sin(2 * math.pi * t / 8)))
+        y = round(self.pan // 4 * (1 + math.sin(2 * math.pi * t / 5)))
         img = self.background[y:y + self.height, x:x + self.width].copy()
         for k, obj in enumerate(self.objects):
             oh, ow = obj.shape[:2]
-            ox = round((self.width - ow) * (0.5 + 0.45 * math.sin(2 * math.pi * (u * (k + 1) + 0.3 * k))))
-            oy = round((self.height - oh) * (0.5 + 0.45 * math.cos(2 * math.pi * u * (2 - k))))
+            ox = round((self.width - ow) * (0.5 + 0.45 * math.sin(2 * math.pi * t / (3 + k) + k)))
+            oy = round((self.height - oh) * (0.5 + 0.45 * math.cos(2 * math.pi * t / (4 + k))))
             img[oy:oy + oh, ox:ox + ow] = obj
         if self.grain:
             noise = self.rng.integers(-self.grain, self.grain + 1, size=img.shape, dtype=np.int16)
@@ -200,7 +205,7 @@ def make_video(path: str | Path, *, codec: str = "h264", num_frames: int = 48, f
     odd = coded_w % 2 or coded_h % 2
     # x264/x265 refuse odd sizes with 4:2:0 chroma; 4:4:4 keeps the exact size.
     pix_fmt = "yuv444p" if odd and codec in ("h264", "hevc") else "yuv420p"
-    scene = _Scene(width, height, num_frames, seed, grain)
+    scene = _Scene(width, height, fps, seed, grain)
     with av.open(str(path), "w") as container:
         stream = container.add_stream(ENCODERS[codec], rate=Fraction(fps).limit_denominator(1001),
                                       options=_encoder_options(codec, gop, bframes, quality, preset))
