@@ -83,8 +83,9 @@ def run_demo(num_videos: int = 6, weights: str = "stam_16") -> int:
         summary = run_job(config)
         print_summary(summary)
 
-        table = LabelTable(config.output_uri).read_current(["video_uri", "status", "labels", "scores", "error"])
-        click.echo("\nlabel table (s3://%s/labels/):" % BUCKET)
+        table = LabelTable(config.output_uri).read_current(["video_uri", "status", "labels", "scores", "error",
+                                                            "model"])
+        click.echo(f"\nlabel table (s3://{BUCKET}/labels/), model {table['model'][0]}:")
         for row in sorted(table.to_pylist(), key=lambda r: r["video_uri"]):
             name = row["video_uri"].rsplit("/", 1)[-1]
             if row["status"] == "ok":

@@ -5,6 +5,7 @@ so pyarrow, boto3 and the Ray workers started from here all reach it.
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -22,6 +23,7 @@ class LocalS3:
         self.endpoint = ""
 
     def start(self) -> "LocalS3":
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one log line per request otherwise
         self._server.start()
         host, port = self._server.get_host_and_port()
         self.endpoint = f"http://{host}:{port}"

@@ -76,6 +76,7 @@ class RunSummary:
     error_kinds: dict[str, int] = field(default_factory=dict)
     error_examples: dict[str, str] = field(default_factory=dict)
     output_times: list[tuple[float, int]] = field(default_factory=list)  # (arrival, videos so far)
+    placement: dict[str, dict[str, int]] = field(default_factory=dict)  # stage -> Ray node id -> clips
 
     @property
     def steady_rate(self) -> float:
@@ -158,7 +159,14 @@ def decode_videos(batch: dict[str, np.ndarray], *, num_frames: int, timeout: flo
     for key in ITEM_KEYS:
         result[key] = batch[key]
     result["frames"] = frames
+    result["_decode_node"] = np.full(n, _node_id())
     return result
+
+
+def _node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
 
 
 def _append_decode(out, *, ok, error, error_kind, duration_s=np.nan, fps=np.nan, width=-1, height=-1,
@@ -257,6 +265,9 @@ class Labeler:
         if self.probs:
             columns["probs"] = rows["probs"]
         table = pa.table({f.name: pa.array(columns[f.name], type=f.type) for f in self.schema}, schema=self.schema)
+        # Where each stage ran, for the run manifest; never written to the table.
+        table = table.append_column("_decode_node", pa.array(batch["_decode_node"], pa.string()))
+        table = table.append_column("_model_node", pa.array([_node_id()] * n, pa.string()))
         if self.windowed:
             # For the driver's video-level row only; never written.
             table = table.append_column("_num_segments", pa.array(batch["num_segments"], pa.int32()))
@@ -394,6 +405,10 @@ def _commit_stream(batches, table: LabelTable, config: JobConfig, summary: RunSu
         fresh = [k not in seen for k in keys]  # a retried task must not write a row twice
         seen.update(keys)
         batch = batch.filter(pa.array(fresh)) if not all(fresh) else batch
+        for stage in ("decode", "model"):
+            for node in batch[f"_{stage}_node"].to_pylist():
+                placement = summary.placement.setdefault(stage, {})
+                placement[node] = placement.get(node, 0) + 1
         videos = video_level.add(batch) if video_level else []
         add(batch.select(schema.names).cast(schema))
         if videos:
@@ -498,7 +513,8 @@ def _manifest(config: JobConfig, run_id: str, sha256, model_name, mode, num_fram
 def _counts(summary: RunSummary) -> dict:
     return {"counts": {"listed": summary.listed, "skipped": summary.skipped, "ok": summary.ok,
                        "error": summary.error, "rows": summary.rows},
-            "error_kinds": summary.error_kinds, "files": summary.files}
+            "error_kinds": summary.error_kinds, "files": summary.files, "placement": summary.placement,
+            "steady_videos_per_s": summary.steady_rate}
 
 
 def _iso(t: float) -> str:

@@ -10,7 +10,6 @@ import dataclasses
 import importlib.util
 import json
 import logging
-import os
 import pickle
 from pathlib import Path
 from types import SimpleNamespace
