@@ -16,25 +16,31 @@ BUCKET = "stam-demo"
 
 
 def make_sample_video(path: Path, seed: int, seconds: float = 3.0, fps: int = 15, size=(320, 240)) -> Path:
-    """A short H.264 clip of moving shapes over a noisy background."""
+    """A short H.264 clip: a disc moving over a slowly panning textured background.
+
+    Content that moves coherently (not per-frame noise) encodes and decodes like camera footage.
+    """
     import av
+    from PIL import Image
 
     rng = np.random.default_rng(seed)
     width, height = size
+    coarse = rng.integers(0, 160, size=(height // 8 + 2, width // 8 + 2, 3), dtype=np.uint8)
+    texture = np.asarray(Image.fromarray(coarse).resize((width + 16, height + 16), Image.BILINEAR))
     yy, xx = np.mgrid[0:height, 0:width]
     colour = rng.integers(60, 255, size=3)
+    radius = 10 + (7 * seed) % 25
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for i in range(int(seconds * fps)):
             t = i / fps
-            img = rng.integers(0, 40, size=(height, width, 3), dtype=np.uint8)
+            shift = int(8 + 8 * np.sin(2 * np.pi * t / seconds))
+            img = texture[shift:shift + height, shift:shift + width].copy()
             cx = width / 2 + width / 3 * np.sin(2 * np.pi * t / seconds + seed)
             cy = height / 2 + height / 4 * np.cos(2 * np.pi * t / seconds)
-            disc = (xx - cx) ** 2 + (yy - cy) ** 2 < (20 + 10 * seed % 30) ** 2
-            img[disc] = colour
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            for packet in stream.encode(frame):
+            img[(xx - cx) ** 2 + (yy - cy) ** 2 < radius ** 2] = colour
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)

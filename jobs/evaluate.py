@@ -131,7 +131,8 @@ def _dedupe(examples: list[Example], manifest: str) -> list[Example]:
     for e in examples:
         if e.uri in seen:
             if seen[e.uri] != e.label:
-                raise EvaluationError(f"{manifest}: {e.uri} is listed twice with labels {seen[e.uri]!r} and {e.label!r}")
+                raise EvaluationError(f"{manifest}: {e.uri} is listed twice, with labels {seen[e.uri]!r} "
+                                      f"and {e.label!r}")
             continue
         seen[e.uri] = e.label
         out.append(e)
@@ -202,6 +203,7 @@ def evaluate(manifest: str, config_kwargs: dict, *, video_root: str | None = Non
     labels_file = config_kwargs.get("labels_file")
     class_names = list(stam_core.read_class_names(labels_file) if labels_file else stam_core.KINETICS400_CLASSES)
     examples = read_manifest(manifest, class_names, video_root)
+    config_kwargs = dict(config_kwargs)
     top_k = max(5, config_kwargs.pop("top_k", 5) or 5)  # top-5 needs at least five labels per row
 
     with tempfile.TemporaryDirectory(prefix="stam-evaluate-") as tmp:
@@ -245,7 +247,8 @@ def format_report(result: Evaluation, pairs: int = 10, failures: int = 20) -> st
         lines += [f"  {p['count']:6d}  {p['true']} -> {p['predicted']}" for p in result.confused_pairs[:pairs]]
     if result.failed:
         lines.append(f"failed videos ({len(result.failed)}):")
-        lines += [f"  {f['video_uri']} [{f['error_kind']}]: {(f['error'] or '')[:160]}" for f in result.failed[:failures]]
+        lines += [f"  {f['video_uri']} [{f['error_kind']}]: {(f['error'] or '')[:160]}"
+                  for f in result.failed[:failures]]
         if len(result.failed) > failures:
             lines.append(f"  ... and {len(result.failed) - failures} more (all listed in --json)")
     return "\n".join(lines)

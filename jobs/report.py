@@ -25,17 +25,18 @@ from dataclasses import dataclass, field
 import click
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from jobs.storage import StorageError
 from jobs.table import LabelTable
 
-READ_COLUMNS = ["video_uri", "mode", "segment_index", "segment_start_s", "segment_end_s", "status", "error",
-                "error_kind", "labels", "scores", "frame_indices", "frame_timestamps", "duration_s", "width",
-                "height", "codec", "model", "run_id", "labelled_at"]
+SUMMARY_COLUMNS = ["video_uri", "mode", "segment_index", "status", "error", "error_kind", "labels"]
+READ_COLUMNS = SUMMARY_COLUMNS + ["segment_start_s", "segment_end_s", "scores", "frame_indices", "frame_timestamps",
+                                  "duration_s", "width", "height", "codec", "model"]
 CHART_LABELS = 30  # bars in the chart; the rest are summed in a note
 THUMB = 96  # thumbnail edge in pixels (the model sees 224x224)
 BAR_COLOUR = (74, 122, 181)
-DEFAULT_WORKERS = min(4, os.cpu_count() or 1)  # decode processes for thumbnails
+CLI_WORKERS = min(4, os.cpu_count() or 1)  # `inspect --html` default: decode processes for thumbnails
 
 
 class ReportError(Exception):
@@ -64,46 +65,57 @@ class Video:
 
 
 # ---- reading -----------------------------------------------------------------------------
-def load(output_uri: str) -> tuple[list[Video], TableSummary]:
-    table_ = LabelTable(output_uri)
-    table = table_.read_current(READ_COLUMNS)
+def load(output_uri: str, columns: list[str] = READ_COLUMNS) -> tuple[pa.Table, TableSummary]:
+    """The current rows of OUTPUT (``columns``: SUMMARY_COLUMNS suffice for the text) and their summary."""
+    label_table = LabelTable(output_uri)
+    table = label_table.read_current(columns)
     if table is None or table.num_rows == 0:
         raise ReportError(f"{output_uri}: no committed label rows")
-    videos = group_videos(table)
-    status, labels, kinds, windows = (collections.Counter() for _ in range(4))
-    examples: dict[str, str] = {}
-    for v in videos:
-        status[v.row["status"]] += 1
-        if v.row["status"] == "ok" and v.row["labels"]:
-            labels[v.row["labels"][0]] += 1
-        elif v.row["status"] != "ok":
-            kind = v.row["error_kind"] or "unknown"
-            kinds[kind] += 1
-            examples.setdefault(kind, v.row["error"] or "")
-        for w in v.windows:
-            windows[w["status"]] += 1
-    summary = TableSummary(output_uri, len(videos), table.num_rows, status, labels, kinds, examples, windows,
-                           runs=table_.read_manifests())
-    return videos, summary
+    return table, summarize(output_uri, table, label_table.read_manifests())
+
+
+def summarize(output_uri: str, table: pa.Table, runs: list[dict]) -> TableSummary:
+    """Counts computed in Arrow, so a table of millions of rows summarises in seconds."""
+    level = _video_level(table)
+    videos, windows = table.filter(level), table.filter(pc.invert(level))
+    is_ok = pc.equal(videos["status"], "ok")
+    top1 = pc.drop_null(pc.list_element(videos.filter(is_ok)["labels"], 0))
+    failed = videos.filter(pc.invert(is_ok))
+    kinds = pc.fill_null(failed["error_kind"], "unknown")
+    counts = _counts(kinds)
+    examples = {kind: failed["error"][pc.index(kinds, kind).as_py()].as_py() or "" for kind in counts}
+    return TableSummary(output_uri, videos.num_rows, table.num_rows, _counts(videos["status"]), _counts(top1),
+                        counts, examples, _counts(windows["status"]), runs)
+
+
+def _video_level(table: pa.Table) -> pa.ChunkedArray:
+    """The row that stands for the whole video: segment 0 of a whole-video run, -1 of a windowed one."""
+    return pc.or_(pc.equal(table["mode"], "video"), pc.equal(table["segment_index"], -1))
+
+
+def _counts(values) -> collections.Counter:
+    return collections.Counter({row["values"]: row["counts"] for row in pc.value_counts(values).to_pylist()})
+
+
+def select_videos(table: pa.Table, max_videos: int) -> tuple[list[Video], int, list[dict], int]:
+    """(first max_videos labelled videos by URI, how many are labelled, first failed rows, how many failed)."""
+    level = table.filter(_video_level(table)).sort_by("video_uri")
+    is_ok = pc.equal(level["status"], "ok")
+    ok, failed = level.filter(is_ok), level.filter(pc.invert(is_ok))
+    shown = table.filter(pc.is_in(table["video_uri"], value_set=ok["video_uri"][:max_videos].combine_chunks()))
+    return group_videos(shown), ok.num_rows, failed.slice(0, max_videos).to_pylist(), failed.num_rows
 
 
 def group_videos(table: pa.Table) -> list[Video]:
-    """One Video per video_uri: the whole-video row, or segment -1 plus its windows."""
-    by_uri: dict[str, dict] = {}
+    """One Video per video_uri, in URI order: its video-level row and its windows in order."""
+    level: dict[str, dict] = {}
+    windows: dict[str, list[dict]] = collections.defaultdict(list)
     for row in table.to_pylist():
-        entry = by_uri.setdefault(row["video_uri"], {"row": None, "windows": []})
         if row["mode"] == "video" or row["segment_index"] == -1:
-            entry["row"] = row
+            level[row["video_uri"]] = row
         else:
-            entry["windows"].append(row)
-    out = []
-    for uri in sorted(by_uri):
-        entry = by_uri[uri]
-        windows = sorted(entry["windows"], key=lambda r: r["segment_index"])
-        # A windowed video always has its video-level row; should one be missing (a table from
-        # an older version), the first window stands in so the video is still shown.
-        out.append(Video(entry["row"] or windows[0], windows))
-    return out
+            windows[row["video_uri"]].append(row)
+    return [Video(level[uri], sorted(windows[uri], key=lambda r: r["segment_index"])) for uri in sorted(level)]
 
 
 # ---- text --------------------------------------------------------------------------------
@@ -148,7 +160,8 @@ def chart_svg(labels: collections.Counter, top: int = CHART_LABELS) -> str:
         w = max(1.0, span * n / peak)
         name = html.escape(label)
         parts.append(f'<g><title>{name}: {n}</title>'
-                     f'<text x="{left - 8}" y="{y + bar_h - 4}" text-anchor="end">{html.escape(_clip(label, 40))}</text>'
+                     f'<text x="{left - 8}" y="{y + bar_h - 4}" text-anchor="end">'
+                     f'{html.escape(_clip(label, 40))}</text>'
                      f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="rgb({r},{g},{b})"/>'
                      f'<text x="{left + w + 6:.1f}" y="{y + bar_h - 4}">{n}</text></g>')
     parts.append("</svg>")
@@ -248,15 +261,16 @@ h1{font-size:20px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px;border-bot
 .strip img{width:96px;height:96px;display:block}
 ol.top{margin:0;padding-left:20px;min-width:240px} ol.top span{color:#666;margin-left:6px}
 .window-head{font-size:12px;color:#444;margin-top:8px}
-table.failed{border-collapse:collapse;font-size:12px} table.failed td,table.failed th{border:1px solid #ddd;padding:3px 6px;text-align:left;vertical-align:top}
+table.failed{border-collapse:collapse;font-size:12px}
+table.failed td,table.failed th{border:1px solid #ddd;padding:3px 6px;text-align:left;vertical-align:top}
 """
 
 
-def render_html(videos: list[Video], summary: TableSummary, max_videos: int = 200,
-                workers: int = DEFAULT_WORKERS) -> str:
-    ok = [v for v in videos if v.row["status"] == "ok"]
-    failed = [v for v in videos if v.row["status"] != "ok"]
-    shown = ok[:max_videos]
+def render_html(table: pa.Table, summary: TableSummary, max_videos: int = 200, workers: int = 1) -> str:
+    """The page for the current rows in ``table`` (READ_COLUMNS). ``workers`` > 1 decodes thumbnails
+    in that many spawned processes (they re-import the caller's ``__main__``, so a script run
+    from stdin must keep workers=1)."""
+    shown, num_ok, failed, num_failed = select_videos(table, max_videos)
     strips = _read_strips(shown, workers)
     esc = html.escape
     out = ["<!DOCTYPE html><html><head><meta charset='utf-8'>",
@@ -267,21 +281,20 @@ def render_html(videos: list[Video], summary: TableSummary, max_videos: int = 20
            + (", windows: " + ", ".join(f"{n} {esc(k)}" for k, n in summary.windows.most_common())
               if summary.windows else "") + "</p>",
            "<h2>Top-1 label frequencies</h2>", chart_svg(summary.labels),
-           f"<h2>Labelled videos ({len(ok)})</h2>"]
-    if len(ok) > len(shown):
-        out.append(f"<p class='note'>Showing the first {len(shown)} of {len(ok)} labelled videos (by URI); "
-                   f"{len(ok) - len(shown)} left out (raise --max-videos to see more).</p>")
+           f"<h2>Labelled videos ({num_ok})</h2>"]
+    if num_ok > len(shown):
+        out.append(f"<p class='note'>Showing the first {len(shown)} of {num_ok} labelled videos (by URI); "
+                   f"{num_ok - len(shown)} left out (raise --max-videos to see more).</p>")
     for v in shown:
         out.append(_video_html(v, strips))
-    out.append(f"<h2>Failed videos ({len(failed)})</h2>")
+    out.append(f"<h2>Failed videos ({num_failed})</h2>")
     if failed:
-        listed = failed[:max_videos]
         out.append("<table class='failed'><tr><th>video</th><th>kind</th><th>reason</th></tr>")
-        out += [f"<tr><td>{esc(v.row['video_uri'])}</td><td>{esc(v.row['error_kind'] or '')}</td>"
-                f"<td>{esc(v.row['error'] or '')}</td></tr>" for v in listed]
+        out += [f"<tr><td>{esc(r['video_uri'])}</td><td>{esc(r['error_kind'] or '')}</td>"
+                f"<td>{esc(r['error'] or '')}</td></tr>" for r in failed]
         out.append("</table>")
-        if len(failed) > len(listed):
-            out.append(f"<p class='note'>{len(failed) - len(listed)} more failed videos left out "
+        if num_failed > len(failed):
+            out.append(f"<p class='note'>{num_failed - len(failed)} more failed videos left out "
                        "(raise --max-videos to list them).</p>")
     else:
         out.append("<p class='note'>None.</p>")
@@ -360,9 +373,9 @@ def _video_html(v: Video, strips: dict) -> str:
     return "".join(parts)
 
 
-def write_html(output_uri: str, path: str, max_videos: int = 200, workers: int = DEFAULT_WORKERS) -> TableSummary:
-    videos, summary = load(output_uri)
-    _write_text(path, render_html(videos, summary, max_videos=max_videos, workers=workers))
+def write_html(output_uri: str, path: str, max_videos: int = 200, workers: int = 1) -> TableSummary:
+    table, summary = load(output_uri)
+    _write_text(path, render_html(table, summary, max_videos=max_videos, workers=workers))
     return summary
 
 
@@ -384,7 +397,7 @@ def _write_text(path: str, text: str) -> None:
 @click.option("--max-videos", type=click.IntRange(1), default=200, show_default=True,
               help="Videos shown with thumbnails in --html (and failed videos listed); the rest are counted.")
 @click.option("--top", type=click.IntRange(1), default=15, show_default=True, help="Labels listed in the summary.")
-@click.option("--workers", type=click.IntRange(1), default=DEFAULT_WORKERS, show_default=True,
+@click.option("--workers", type=click.IntRange(1), default=CLI_WORKERS, show_default="up to 4, one per core",
               help="Processes decoding thumbnails in parallel.")
 def inspect_command(output_uri: str, html_path: str | None, plot_path: str | None, max_videos: int, top: int,
                     workers: int) -> None:
@@ -393,7 +406,8 @@ def inspect_command(output_uri: str, html_path: str | None, plot_path: str | Non
     With --html, also write a page to check labels by eye; with --plot, the label chart as PNG.
     """
     try:
-        videos, summary = load(output_uri)
+        # The text needs a few columns; the page also the frames' indices and the segment bounds.
+        table, summary = load(output_uri, READ_COLUMNS if html_path else SUMMARY_COLUMNS)
     except (ReportError, StorageError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(format_summary(summary, top=top))
@@ -403,5 +417,5 @@ def inspect_command(output_uri: str, html_path: str | None, plot_path: str | Non
     if html_path:
         shown = min(max_videos, summary.status.get("ok", 0))
         click.echo(f"reading thumbnails of {shown} videos ...")
-        _write_text(html_path, render_html(videos, summary, max_videos=max_videos, workers=workers))
+        _write_text(html_path, render_html(table, summary, max_videos=max_videos, workers=workers))
         click.echo(f"report: {html_path}")

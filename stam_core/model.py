@@ -257,6 +257,7 @@ def save_checkpoint(model: STAM, path: Union[str, "os.PathLike[str]"]) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save({"model": state, "config": dataclasses.asdict(model.config)}, f)
+        os.chmod(tmp_name, 0o644)  # mkstemp makes 0600; weights are not secrets
         os.replace(tmp_name, path)
     finally:
         Path(tmp_name).unlink(missing_ok=True)

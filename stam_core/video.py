@@ -2,11 +2,11 @@
 
 Sampling rule: the video (or the ``start``/``end`` window) is divided into ``num_frames``
 equal segments by presentation time; sample i comes from the middle half of segment i
-(``|t_i - centre_i| <= duration / (4 * num_frames)``). Within that half the decoder takes
-a keyframe if the container's index lists one there (the one nearest the centre: it costs
-one frame to decode after a seek), otherwise the frame nearest the centre. A segment whose
-middle half holds no frame (very short or variable-frame-rate videos) takes the frame on
-screen at its centre. Frames are converted to RGB in display orientation and transformed
+(``|t_i - centre_i| <= duration / (4 * num_frames)``). When the container's index shows a
+keyframe inside that half which decoding has not passed yet, the decoder seeks to it and
+takes it (one frame decoded); otherwise it takes the frame nearest the centre. A segment
+whose middle half holds no frame (very short or variable-frame-rate videos) takes the frame
+on screen at its centre. Frames are converted to RGB in display orientation and transformed
 as in the official STAM evaluation: resize the shorter side to 256 (PIL bilinear), centre
 crop 224x224.
 
@@ -49,6 +49,7 @@ CROP = 224  # ... then CenterCrop(224)
 DECODERS = ("auto", "pyav", "decord")
 REMOTE_BUFFER = 1 << 20  # bytes per read from S3: one ranged GET each, so not too small
 LOCAL_BUFFER = 1 << 16
+INDEXED_FORMATS = ("mov", "matroska")  # FFmpeg demuxer names: MP4/MOV/3GP, Matroska/WebM
 
 
 @dataclass
@@ -402,16 +403,20 @@ class _PyAVReader:
     """One open container and its video stream; ``sample`` decodes only what the plan needs."""
 
     def __init__(self, name: str, source: Source, filesystem: Any):
-        import av
-
-        self.name = name
+        self.name, self.source, self.filesystem = name, source, filesystem
         self.stats = {"frames_decoded": 0, "packets_read": 0, "seeks": 0}
         self.scanned_pts: list[int] | None = None
-        target, size, buffer_size = _open_input(name, source, filesystem)
-        self._owned = target if target is not source and hasattr(target, "close") else None
+        self._open()
+
+    def _open(self) -> None:
+        import av
+
+        self.container = None
+        target, size, buffer_size = _open_input(self.name, self.source, self.filesystem)
+        self._owned = target if target is not self.source and hasattr(target, "close") else None
         if size == 0:
             self.close()
-            raise VideoFormatError(name, "empty file")
+            raise VideoFormatError(self.name, "empty file")
         try:
             if isinstance(target, str):
                 self.container = av.open(target, metadata_errors="ignore")
@@ -419,12 +424,31 @@ class _PyAVReader:
                 self.container = av.open(target, metadata_errors="ignore", buffer_size=buffer_size)
         except (av.error.FFmpegError, OSError) as exc:
             self.close()
-            raise _ffmpeg_error(name, exc, "cannot open as a video (not a video, or truncated)") from exc
+            raise _ffmpeg_error(self.name, exc, "cannot open as a video (not a video, or truncated)") from exc
         try:
             self._init_stream()
         except BaseException:
             self.close()
             raise
+        self.fresh = True  # positioned at the first frame, nothing read yet
+
+    def packets(self):
+        """The packets from the current position on (after ``rewind``: from the first)."""
+        self.fresh = False
+        peeked, self._peeked = self._peeked, None
+        demux = self._demux if peeked is not None else self.container.demux(self.stream)
+        return itertools.chain([peeked] if peeked is not None else [], demux)
+
+    def rewind(self) -> None:
+        """Back to the first frame: a seek with an index; without one, seeking is not exact
+        (MPEG-TS lands on a decode time, not a keyframe), so reopen."""
+        if self.fresh:
+            return
+        if self.entries is not None:
+            self._seek(self.t0)
+        else:
+            self.close()
+            self._open()
 
     def _init_stream(self) -> None:
         import av
@@ -446,11 +470,22 @@ class _PyAVReader:
         self.t0 = stream.start_time if stream.start_time is not None else 0
         self.fps = float(stream.average_rate or stream.guessed_rate or 0)
         entries = stream.index_entries
-        if len(entries) < 2:
-            # Matroska reads its cue index on the first seek.
-            self._seek(self.t0)
+        # Only MP4/MOV and Matroska/WebM carry an index worth steering by. Other formats
+        # (MPEG-TS, raw streams) grow index entries while they are read and searched; they are
+        # decoded in one forward pass instead.
+        indexed = self.container.format.name.split(",")[0] in INDEXED_FORMATS
+        if indexed and len(entries) < 2:
+            self._seek(self.t0)  # Matroska reads its cues on the first seek
             entries = stream.index_entries
-        self.entries = entries if len(entries) >= 2 else None
+        self.entries = entries if indexed and len(entries) >= 2 else None
+        self._peeked = None
+        if self.entries is None:
+            # Without an index the stream's start time can disagree with its first frame (AVI
+            # gives B-frame streams made-up times): trust the first packet, a keyframe.
+            self._demux = self.container.demux(stream)
+            self._peeked = next((p for p in self._demux if p.pts is not None or p.size == 0), None)
+            if self._peeked is not None and self._peeked.pts is not None:
+                self.t0 = self._peeked.pts
         # An index with an entry per frame (MP4/MOV, AVI) gives exact positions; keyframe-only
         # indexes (Matroska cues) give seek points, positions then come from the frame rate.
         self.full_index = self.entries is not None and stream.frames > 0 and len(entries) == stream.frames
@@ -500,11 +535,13 @@ class _PyAVReader:
     def _first_orientation(self) -> _Orient:
         import av
 
-        self._seek(self.t0)
+        self.rewind()
+        ctx = self.stream.codec_context
         try:
-            for frame in self.container.decode(self.stream):
-                self.stats["frames_decoded"] += 1
-                return _Orient(_display_matrix(frame), self.name)
+            for packet in itertools.chain(self.packets(), [None]):
+                for frame in ctx.decode(packet):
+                    self.stats["frames_decoded"] += 1
+                    return _Orient(_display_matrix(frame), self.name)
         except av.error.FFmpegError as exc:
             raise _ffmpeg_error(self.name, exc, "cannot decode") from exc
         raise VideoFormatError(self.name, "no decodable video frame")
@@ -514,9 +551,9 @@ class _PyAVReader:
         import av
 
         pts, end = [], None
-        self._seek(self.t0)
+        self.rewind()
         try:
-            for packet in self.container.demux(self.stream):
+            for packet in self.packets():
                 if packet.pts is None or packet.size == 0:
                     continue
                 self.stats["packets_read"] += 1
@@ -539,6 +576,7 @@ class _PyAVReader:
         except av.error.FFmpegError as exc:
             raise _ffmpeg_error(self.name, exc, "cannot seek") from exc
         self.stream.codec_context.flush_buffers()
+        self._peeked = None
         self.stats["seeks"] += 1
 
     # -- keyframe index
@@ -574,9 +612,8 @@ class _PyAVReader:
         return _Sampler(self, plan).run()
 
     def close(self) -> None:
-        container = getattr(self, "container", None)
-        if container is not None:
-            container.close()
+        if self.container is not None:
+            self.container.close()
         if self._owned is not None:
             self._owned.close()
 
@@ -686,19 +723,24 @@ class _Sampler:
         r = self.r
         key = self._start_key(self.next) if r.entries is not None else None
         limit = self.centre[self.next] + self.half
+        landed = None
         while True:
-            r._seek(r._landing(key) if key is not None else r.t0)
+            if key is not None:
+                r._seek(r._landing(key))
+            else:
+                r.rewind()
             self.run_first, self.run_base, self.run_pts, self.last_read, self.last = None, None, [], None, None
             self.take_key = key is not None
-            demux = r.container.demux(r.stream)
+            demux = r.packets()
             first = next((p for p in demux if p.pts is not None or p.size == 0), None)
             if first is None or first.size == 0 or r.entries is None:
                 break
             mark = first.dts if r.full_index and first.dts is not None else first.pts
             # Learn the keyframes' display delay (MP4): the first keyframe's is often shorter.
             r.index_shift = max(r.index_shift, first.pts - mark)
-            if first.pts <= limit:
-                break
+            if first.pts <= limit or (landed is not None and mark >= landed):
+                break  # early enough, or stepping back got no earlier
+            landed = mark
             # The keyframe's display time was estimated from its decode time, and it displays
             # after the middle half: start from the keyframe before it.
             key = r._keyframe(mark - 1, backward=True)

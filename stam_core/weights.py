@@ -141,6 +141,7 @@ def _cached_download(url: str, pin: Optional[str]) -> tuple[Path, bool]:
             digest = _download(url, out)
             out.flush()
             os.fsync(out.fileno())  # the rename must not publish a file whose data is still in flight
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shared cache must be readable by its other users
         if pin is not None and digest != pin:
             raise CheckpointError(f"{url}: sha256 mismatch: expected {pin}, downloaded file has {digest}")
         os.replace(tmp, target)

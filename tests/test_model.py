@@ -409,6 +409,7 @@ class _Payload:
         return (Path.touch, (Path(self.marker),))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's note on the plain pickle
 def test_pickled_objects_are_never_run(tmp_path):
     marker = tmp_path / "pwned"
     zipped = _write(tmp_path / "evil.pth", {"model": _Payload(str(marker))})

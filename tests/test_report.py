@@ -14,7 +14,8 @@ from PIL import Image
 
 from jobs.demo import make_sample_video
 from jobs.pipeline import JobConfig, run_job
-from jobs.report import BAR_COLOUR, THUMB, inspect_command, load, render_html, write_html, write_plot
+from jobs.report import (BAR_COLOUR, SUMMARY_COLUMNS, THUMB, inspect_command, load, render_html, write_html,
+                         write_plot)
 from jobs.schema import output_schema
 from jobs.table import LabelTable
 
@@ -87,6 +88,17 @@ def test_text_summary(labelled):
     assert missing.exit_code == 1 and "no committed label rows" in missing.output
 
 
+def test_summary_of_an_s3_output(labelled, local_s3):
+    local_s3.create_bucket("inspect")
+    for path in labelled.rglob("*"):
+        if path.is_file():
+            local_s3.upload(path, f"s3://inspect/labels/{path.relative_to(labelled)}")
+    _, remote = load("s3://inspect/labels", SUMMARY_COLUMNS)
+    _, local = load(str(labelled), SUMMARY_COLUMNS)
+    assert (remote.videos, remote.status, remote.labels, remote.error_kinds, len(remote.runs)) == \
+        (local.videos, local.status, local.labels, local.error_kinds, 1)
+
+
 def test_plot_png_has_one_bar_per_label(tmp_path):
     from collections import Counter
 
@@ -130,7 +142,8 @@ def test_html_page(labelled, tmp_path):
 
 def test_html_windowed_strips(windowed, tmp_path):
     page_path = tmp_path / "w.html"
-    write_html(str(windowed), str(page_path))
+    summary = write_html(str(windowed), str(page_path))
+    assert (summary.videos, summary.rows, summary.windows) == (1, 4, {"ok": 3})
     page = page_path.read_text()
     # One strip per window (0-2, 2-4, 4-5 s), each re-read with the window's bounds and matching.
     assert page.count("<img class='thumb'") == 3 * FRAMES

@@ -136,6 +136,21 @@ def test_variable_frame_rate_decord(videos):
     assert_rule(clip, frame_times=times)
 
 
+@pytest.mark.parametrize("name,codec,vfr", [
+    ("plain.ts", "h264", False),
+    ("vfr.ts", "h264", True),
+    ("bframes.avi", "mpeg4", False),  # AVI's made-up B-frame times start one frame late
+])
+def test_containers_without_an_index(videos, name, codec, vfr):
+    # Decoded in one forward pass; positions from the frame rate, or counted when it varies.
+    path = videos(name, codec=codec, vfr=vfr, num_frames=120, gop=24)
+    clip = read(path)
+    times = vfr_timestamps(120, 24) if vfr else [k / 24 for k in range(120)]
+    assert_exact(clip, times=times)
+    assert_rule(clip, frame_times=times)
+    assert clip.info.seeks == 0
+
+
 @pytest.mark.parametrize("rotation", [90, 180, 270])
 @pytest.mark.parametrize("suffix,codec,decoder", [
     (".mp4", "h264", "pyav"), (".mkv", "hevc", "pyav"), (".webm", "vp9", "pyav"),
