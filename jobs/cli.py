@@ -121,3 +121,13 @@ def demo(videos: int, weights: str) -> None:
     from jobs.demo import run_demo
 
     sys.exit(run_demo(num_videos=videos, weights=weights))
+
+
+# Subcommands that live beside the code they drive (click's composable commands).
+from jobs.evaluate import evaluate_command  # noqa: E402
+from jobs.export import export_command  # noqa: E402
+from jobs.report import inspect_command  # noqa: E402
+
+main.add_command(export_command)
+main.add_command(evaluate_command)
+main.add_command(inspect_command)

@@ -84,13 +84,13 @@ def read_manifest(manifest: str, class_names, video_root: str | None = None) -> 
     reader.fieldnames = header
     if {"video_uri", "label"} <= set(header):
         base = video_root or (os.path.dirname(path) if not is_s3(manifest) else manifest.rsplit("/", 1)[0])
-        examples = [Example(_join(base, row["video_uri"].strip()), row["label"].strip()) for row in reader
+        examples = [Example(_join(base, row["video_uri"].strip()), _label(row)) for row in reader
                     if (row.get("video_uri") or "").strip()]
     elif set(KINETICS_COLUMNS) <= set(header):
         if not video_root:
             raise EvaluationError(f"{manifest}: Kinetics annotation format needs --video-root (the folder "
                                   "or s3:// prefix holding {youtube_id}_{start:06d}_{end:06d}.mp4 files)")
-        examples = [Example(_join(video_root, kinetics_file_name(row, manifest, n)), row["label"].strip())
+        examples = [Example(_join(video_root, kinetics_file_name(row, manifest, n)), _label(row))
                     for n, row in enumerate(reader, start=2)]
     else:
         raise EvaluationError(f"{manifest}: expected a header 'video_uri,label' or the Kinetics "
@@ -108,12 +108,20 @@ def read_manifest(manifest: str, class_names, video_root: str | None = None) -> 
     return _dedupe(examples, manifest)
 
 
+def _label(row: dict) -> str:
+    # A short row leaves the label None; as "" it is reported with the unknown class names.
+    return (row.get("label") or "").strip()
+
+
 def kinetics_file_name(row: dict, manifest: str, line: int) -> str:
     try:
         start, end = int(float(row["time_start"])), int(float(row["time_end"]))
     except (TypeError, ValueError) as exc:
         raise EvaluationError(f"{manifest}, line {line}: time_start/time_end must be numbers") from exc
-    return f"{row['youtube_id'].strip()}_{start:06d}_{end:06d}.mp4"
+    youtube_id = (row.get("youtube_id") or "").strip()
+    if not youtube_id:
+        raise EvaluationError(f"{manifest}, line {line}: no youtube_id")
+    return f"{youtube_id}_{start:06d}_{end:06d}.mp4"
 
 
 def _join(base: str, uri: str) -> str:

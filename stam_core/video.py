@@ -652,9 +652,10 @@ class _Sampler:
         self.last = None  # (frame, position) the latest decoded frame: on screen until the next one
         self.orient: _Orient | None = None
         self.reformatter = VideoReformatter()
-        # Skip decoding non-reference frames outside every middle half, when frames are
-        # dense enough that each middle half holds several.
+        # Skip decoding non-reference frames that cannot be samples (see _wanted), when frames
+        # are dense enough that each middle half holds several.
         self.may_skip = reader.fps > 0 and 1 / reader.fps <= plan.half / 2
+        self.near = min(self.half, 1 / (reader.fps * tb)) if reader.fps else self.half
         self.run_first: int | None = None  # timestamp of the first packet since the last seek
         self.run_base: int | None = None  # its decode-order position, with a per-frame index
         self.run_pts: list[int] = []  # sorted timestamps of packets read since the last seek
@@ -782,9 +783,14 @@ class _Sampler:
     # -- choosing frames
 
     def _wanted(self, pts: int) -> bool:
-        """Whether a packet displays inside the middle half of an unfinished target."""
-        i = bisect.bisect_left(self.centre, pts - self.half, lo=self.next)
-        return i < len(self.centre) and abs(pts - self.centre[i]) <= self.half
+        """Whether a packet may be the frame nearest an unfinished target's centre.
+
+        Within a frame duration of the centre: at a constant frame rate the nearest frame is
+        within half of one. Other non-reference frames are not decoded; with a varying rate
+        the nearest decoded frame inside the middle half is taken, which the rule allows.
+        """
+        i = bisect.bisect_left(self.centre, pts - self.near, lo=self.next)
+        return i < len(self.centre) and abs(pts - self.centre[i]) <= self.near
 
     def _consider(self, frame) -> None:
         if frame.pts is None:
