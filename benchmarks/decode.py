@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,12 +38,18 @@ FAST_PRESETS = {"h264": "veryfast", "hevc": "superfast", "av1": "12"}  # for the
 
 
 def official(path: Path, num_frames: int = FRAMES, frame_rate: float = 1.6) -> np.ndarray:
+    """torchvision's Kinetics400 clip (read_video: every frame up to the clip's last one,
+    each converted to RGB) resampled to 1.6 fps, then the STAM evaluation transform."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        frames = [frame.to_rgb().to_ndarray() for frame in container.decode(stream)]  # torchvision read_video
-        fps = float(stream.average_rate)
-    step = fps / frame_rate  # torchvision VideoClips._resample_video_idx
-    picks = np.minimum(np.floor(np.arange(num_frames) * step).astype(int), len(frames) - 1)
+        step = float(stream.average_rate) / frame_rate  # torchvision VideoClips._resample_video_idx
+        picks = np.floor(np.arange(num_frames) * step).astype(int)
+        frames = []
+        for frame in container.decode(stream):
+            frames.append(frame.to_rgb().to_ndarray())
+            if len(frames) > picks[-1]:
+                break
+    picks = np.minimum(picks, len(frames) - 1)
     return np.stack([official_transform(frames[i]) for i in picks])
 
 
@@ -58,24 +63,25 @@ def official_transform(rgb: np.ndarray) -> np.ndarray:
     return np.asarray(image.crop((left, top, left + 224, top + 224)))
 
 
-def timed(fn, reps: int) -> tuple[float, float]:
-    """(CPU ms, wall ms) per run: medians of ``reps`` runs after a warm-up.
+def timed(*fns, reps: int) -> list[tuple[float, float]]:
+    """(CPU ms, wall ms) per run of each function: the best of ``reps`` runs after a warm-up.
 
-    CPU time is the primary number: this machine is shared, and other people's work
-    inflates wall time but not the CPU time a single-threaded decode spends. CPU time of
-    the decode worker process, when there is one, is included (read from /proc; 10 ms
-    ticks, so that part is an average over the runs).
+    The functions take turns, so a change in the machine's load hits them alike. The best
+    run, as timeit recommends: slower runs are other processes interfering (the development
+    machine is shared). CPU time is printed first because it is the least disturbed; it
+    includes the CPU time of the decode worker process, when there is one.
     """
-    fn()
-    cpu, wall = [], []
-    worker_before = _worker_cpu()
-    for _ in range(reps):
-        c0, w0 = time.process_time(), time.perf_counter()
+    cpu: list[list[float]] = [[] for _ in fns]
+    wall: list[list[float]] = [[] for _ in fns]
+    for fn in fns:
         fn()
-        cpu.append(time.process_time() - c0)
-        wall.append(time.perf_counter() - w0)
-    worker = (_worker_cpu() - worker_before) / reps
-    return 1000 * (statistics.median(cpu) + worker), 1000 * statistics.median(wall)
+    for _ in range(reps):
+        for k, fn in enumerate(fns):
+            c0, w0 = time.process_time() + _worker_cpu(), time.perf_counter()
+            fn()
+            cpu[k].append(time.process_time() + _worker_cpu() - c0)
+            wall[k].append(time.perf_counter() - w0)
+    return [(1000 * min(c), 1000 * min(t)) for c, t in zip(cpu, wall)]
 
 
 def _worker_cpu() -> float:
@@ -84,8 +90,7 @@ def _worker_cpu() -> float:
     worker = decode_worker._worker
     if worker is None or not worker.alive():
         return 0.0
-    fields = Path(f"/proc/{worker.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    return int(Path(f"/proc/{worker.proc.pid}/schedstat").read_text().split()[0]) / 1e9  # ns on a CPU
 
 
 def keyframe_interval(path: Path) -> str:
@@ -138,7 +143,7 @@ def main() -> None:
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
     print(f"machine: {cpu}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f}; "
           f"PyAV {av.__version__} (FFmpeg {av.library_versions['libavcodec']}), Python {platform.python_version()}")
-    print(f"median of {args.reps} runs after a warm-up; CPU ms (wall ms); read_clip in-process (timeout=None) "
+    print(f"best of {args.reps} runs after a warm-up; CPU ms (wall ms); read_clip in-process (timeout=None) "
           "unless noted\n")
 
     # 1. The acceptance clip: 10 s, 640x272, H.264 as x264 makes it by default.
@@ -149,10 +154,11 @@ def main() -> None:
         every = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     mad = max(np.abs(frame.astype(int) - official_transform(every[i])).mean()
               for frame, i in zip(ours.frames, ours.indices))
-    t_official = timed(lambda: official(real), args.reps)
-    t_pyav = timed(lambda: stam_core.read_clip(real, FRAMES, timeout=None), args.reps)
-    t_worker = timed(lambda: stam_core.read_clip(real, FRAMES, timeout=60), args.reps)
-    t_decord = timed(lambda: stam_core.read_clip(real, FRAMES, timeout=None, decoder="decord"), args.reps)
+    t_official, t_pyav, t_worker, t_decord = timed(
+        lambda: official(real),
+        lambda: stam_core.read_clip(real, FRAMES, timeout=None),
+        lambda: stam_core.read_clip(real, FRAMES, timeout=60),
+        lambda: stam_core.read_clip(real, FRAMES, timeout=None, decoder="decord"), reps=args.reps)
     print(f"### 10 s 640x272 H.264 clip ({kbps(real, 10):.0f} kbit/s, x264 medium CRF 23, B-frames, "
           f"keyframes every {keyframe_interval(real)}; {ours.info.frames_decoded} of 250 frames decoded)\n")
     print("| path | CPU ms per clip (wall) | vs official (CPU) |")
@@ -177,10 +183,10 @@ def main() -> None:
         for decoder in ("pyav", "decord"):
             try:
                 row = []
-                for path in (short, long):
+                times = timed(*(lambda p=path: stam_core.read_clip(p, FRAMES, timeout=None, decoder=decoder)
+                                for path in (short, long)), reps=args.reps)
+                for path, (cpu, wall) in zip((short, long), times):
                     clip = stam_core.read_clip(path, FRAMES, timeout=None, decoder=decoder)
-                    cpu, wall = timed(lambda p=path: stam_core.read_clip(p, FRAMES, timeout=None, decoder=decoder),
-                                      args.reps)
                     row += [cpu, wall, clip.info.frames_decoded if clip.info.frames_decoded >= 0 else "n/a"]
                 print(f"| {codec} | {keyframe_interval(long)} | {decoder} | {row[0]:.1f} ({row[1]:.1f}) | {row[2]} | "
                       f"{row[3]:.1f} ({row[4]:.1f}) | {row[5]} | {row[3] / row[0]:.2f}x |")

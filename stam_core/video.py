@@ -667,7 +667,7 @@ class _Sampler:
     def run(self) -> Clip:
         ctx = self.r.stream.codec_context
         stats = self.r.stats
-        demux, planned_for = None, -1
+        demux, planned_for, skipping = None, -1, False
         errors: list[str] = []
         while self.next < len(self.centre):
             if planned_for != self.next:  # a new target: seek to it, or decode on towards it?
@@ -682,7 +682,9 @@ class _Sampler:
             if packet.pts is not None:
                 self._note_packet(packet)
             skip = self.may_skip and packet.pts is not None and not self._wanted(packet.pts)
-            ctx.skip_frame = "NONREF" if skip else "DEFAULT"
+            if skip != skipping:  # set only on change: the setter parses its string each time
+                ctx.skip_frame = "NONREF" if skip else "DEFAULT"
+                skipping = skip
             self._decode(ctx, packet, errors)
         if self.next < len(self.centre):
             self._finish_at_eof(errors)
