@@ -191,7 +191,7 @@ def main() -> None:
                 print(f"| {codec} | {keyframe_interval(long)} | {decoder} | {row[0]:.1f} ({row[1]:.1f}) | {row[2]} | "
                       f"{row[3]:.1f} ({row[4]:.1f}) | {row[5]} | {row[3] / row[0]:.2f}x |")
             except stam_core.VideoError as exc:
-                print(f"| {codec} | {keyframe_interval(long)} | {decoder} | fails: {exc.reason[:60]} | | | | |")
+                print(f"| {codec} | {keyframe_interval(long)} | {decoder} | fails: {exc.reason} | | | | |")
 
     # 3. Memory.
     long_h264 = args.workdir / f"long{long_s}_h264.mp4"

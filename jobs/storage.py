@@ -10,10 +10,11 @@ import csv
 import io
 import os
 from dataclasses import dataclass
-from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+from stam_core.video import s3_filesystem  # the one S3 configuration, shared with decoding
 
 DEFAULT_EXTENSIONS = (
     ".mp4", ".m4v", ".mkv", ".webm", ".mov", ".avi", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".3gp",
@@ -46,19 +47,6 @@ def is_s3(uri: str) -> bool:
 
 def aws_settings() -> dict[str, str]:
     return {k: os.environ[k] for k in AWS_SETTINGS if k in os.environ}
-
-
-def s3_filesystem() -> pafs.S3FileSystem:
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    kwargs = {}
-    if endpoint:
-        parsed = urlparse(endpoint)
-        kwargs["endpoint_override"] = parsed.netloc or parsed.path
-        kwargs["scheme"] = parsed.scheme or "https"
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    if region:
-        kwargs["region"] = region
-    return pafs.S3FileSystem(**kwargs)
 
 
 def resolve(uri: str) -> tuple[pafs.FileSystem, str]:

@@ -26,6 +26,7 @@ import itertools
 import logging
 import math
 import os
+import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,7 +163,8 @@ def _read_clip(source: Source, num_frames: int, *, start: float | None, end: flo
                filesystem: Any = None, name: str | None = None) -> Clip:
     name = name or source_name(source)
     if decoder == "decord":
-        return _DecordReader(name, source, filesystem).sample(num_frames, start, end)
+        with _translate_errors(name):
+            return _DecordReader(name, source, filesystem).sample(num_frames, start, end)
     with _PyAVReader(name, source, filesystem) as reader, _translate_errors(name):
         try:
             return reader.sample(num_frames, start, end)
@@ -652,16 +654,16 @@ class _Sampler:
         self.last = None  # (frame, position) the latest decoded frame: on screen until the next one
         self.orient: _Orient | None = None
         self.reformatter = VideoReformatter()
+        self.frame_ticks = 1 / (reader.fps * tb) if reader.fps else None  # nominal frame duration
         # Skip decoding non-reference frames that cannot be samples (see _wanted), when frames
         # are dense enough that each middle half holds several.
         self.may_skip = reader.fps > 0 and 1 / reader.fps <= plan.half / 2
-        self.near = min(self.half, 1 / (reader.fps * tb)) if reader.fps else self.half
+        self.near = min(self.half, self.frame_ticks or self.half)
         self.run_first: int | None = None  # timestamp of the first packet since the last seek
         self.run_base: int | None = None  # its decode-order position, with a per-frame index
         self.run_pts: list[int] = []  # sorted timestamps of packets read since the last seek
         self.last_read = None  # how far reading got since the last seek, in index units
-        self.take_key = False
-        self.frame_ticks = 1 / (reader.fps * tb) if reader.fps else None
+        self.take_key = False  # the next frame is a keyframe we seeked to for the current target
         self.plan_duration = reader._duration_s()
 
     def run(self) -> Clip:
@@ -879,14 +881,17 @@ class _DecordReader:
             coded = (probe.stream.codec_context.height, probe.stream.codec_context.width)
             mp4 = probe.container.format.name.startswith("mov")
         target, _, _ = _open_input(self.name, self.source, self.filesystem)
+        if not isinstance(target, str):
+            opened = target
+            target.seek(0)
+            target = io.BytesIO(target.read())  # decord reads file objects whole anyway
+            if opened is not self.source:
+                opened.close()
         try:
-            if not isinstance(target, str):
-                target.seek(0)
-                target = io.BytesIO(target.read())  # decord reads file objects whole anyway
             reader = decord.VideoReader(target, num_threads=1)
             stamps, ends = reader.get_frame_timestamp(np.arange(len(reader))).T
         except decord.DECORDError as exc:
-            raise VideoFormatError(self.name, f"decord cannot open: {str(exc).splitlines()[0]}") from exc
+            raise VideoFormatError(self.name, f"decord cannot open it: {_decord_reason(exc)}") from exc
         if len(stamps) == 0:
             raise VideoFormatError(self.name, "no decodable video frame")
         times = stamps - stamps[0]
@@ -896,7 +901,7 @@ class _DecordReader:
         try:
             batch = reader.get_batch(indices).asnumpy()
         except decord.DECORDError as exc:
-            raise VideoFormatError(self.name, f"decord cannot decode: {str(exc).splitlines()[0]}") from exc
+            raise VideoFormatError(self.name, f"decord cannot decode it: {_decord_reason(exc)}") from exc
         if orient.rotation in (90, 270):
             turned = batch.shape[1:3] != coded  # decord turned it (MP4) or not (Matroska)
         else:
@@ -906,3 +911,11 @@ class _DecordReader:
         meta.frames_decoded = meta.packets_read = meta.seeks = -1  # decord does not say
         meta.repeated = len(set(indices)) < num_frames
         return Clip(frames, indices, [float(times[i]) for i in indices], meta)
+
+
+def _decord_reason(exc: Exception) -> str:
+    # "[12:00:00] /github/workspace/src/video/video_reader.cc:151: Check failed: ... ERROR why"
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if " ERROR " in text:
+        return text.rsplit(" ERROR ", 1)[1]
+    return re.sub(r"^\[[^]]*\] \S+:\d+: ", "", text)
