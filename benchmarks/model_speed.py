@@ -7,7 +7,8 @@
 Untrained weights (seeded) unless --weights is given: speed does not depend on the values.
 Each precision gets warm-up passes, then timed passes of the model alone (the clips are
 already on the device), interleaved across precisions so that drift in the machine's speed
-hits all alike. For each it prints videos/s (median pass, and best pass), the speedup over fp32 and the relative
+hits all alike. For each it prints videos/s (median pass, and best pass), CPU seconds per video (less
+disturbed than wall time when other work shares the cores), the speedup over fp32 and the relative
 L2 error and top-1 agreement of its logits against fp32 on the same clips, and at the end the
 speedup of "auto" over fp32. fp16 is measured on CUDA only unless named in --precisions
 (CPUs without fp16 arithmetic emulate it).
@@ -27,12 +28,13 @@ import stam_core
 from stam_core.model import cpu_bf16_features
 
 
-def one_pass(model: stam_core.STAM, clips: torch.Tensor) -> tuple[float, torch.Tensor]:
-    start = time.perf_counter()
+def one_pass(model: stam_core.STAM, clips: torch.Tensor) -> tuple[float, float, torch.Tensor]:
+    """(wall seconds, this process's CPU seconds, logits) of one forward pass."""
+    start, cpu_start = time.perf_counter(), time.process_time()
     logits = model(clips)
     if clips.device.type == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - start, logits
+    return time.perf_counter() - start, time.process_time() - cpu_start, logits
 
 
 def run(name: str, args) -> None:
@@ -53,6 +55,7 @@ def run(name: str, args) -> None:
           "per precision, interleaved; videos/s of the median pass")
     resolved = {p: model.set_precision(p) for p in precisions}  # logs each choice once
     times: dict[str, list[float]] = {p: [] for p in precisions}
+    cpu_times: dict[str, list[float]] = {p: [] for p in precisions}
     logits: dict[str, torch.Tensor] = {}
     # This VM's cores reach full speed only after seconds of load: spin before timing anything.
     model.precision = "fp32"
@@ -69,16 +72,19 @@ def run(name: str, args) -> None:
             if sum(times[precision]) >= args.max_seconds:
                 continue  # bounds emulated precisions (bf16 on a CPU without bf16 units)
             model.precision = resolved[precision]
-            seconds, logits[precision] = one_pass(model, clips)
+            seconds, cpu_seconds, logits[precision] = one_pass(model, clips)
             times[precision].append(seconds)
+            cpu_times[precision].append(cpu_seconds)
     rates = {p: args.batch / statistics.median(t) for p, t in times.items()}
     reference = logits["fp32"]
     for precision in precisions:
         err = ((logits[precision] - reference).norm() / reference.norm()).item()
         top1 = (logits[precision].argmax(1) == reference.argmax(1)).float().mean().item()
         label = precision if resolved[precision] == precision else f"{precision}->{resolved[precision]}"
+        cpu_per_video = statistics.median(cpu_times[precision]) / args.batch
         print(f"  {label:<11} {rates[precision]:9.3f} videos/s  (best {args.batch / min(times[precision]):.3f}, "
               f"{len(times[precision])} passes)  {rates[precision] / rates['fp32']:5.2f}x fp32  "
+              f"CPU {cpu_per_video:7.3f} s/video  "
               f"logits rel.err {err:.1e}  top-1 agree {top1:.0%}", flush=True)
     if "auto" in rates:
         print(f"  auto over fp32: {rates['auto'] / rates['fp32']:.2f}x")

@@ -239,3 +239,22 @@ def test_cli_s3_run_never_shows_credentials(video_dir, local_s3, tiny_weights, r
     table = LabelTable("s3://secretive/out").read_all().to_pandas().to_json()
     for text in (output, body, table):
         assert secret not in text and "AKIAEXAMPLEKEYID0000" not in text
+
+
+def test_custom_class_list(video_dir, tmp_path, ray_head):
+    import torch
+
+    from jobs.pipeline import JobError
+
+    torch.manual_seed(1)
+    weights = stam_core.save_checkpoint(stam_core.create_model("stam_tiny", num_classes=3), tmp_path / "three.pth")
+    labels = tmp_path / "labels.txt"
+    labels.write_text("pouring\nstirring\nwhisking\n")
+    summary = run_job(config(weights, video_dir / "sub", tmp_path / "out", ray_head, labels_file=str(labels)))
+    assert summary.ok == 1
+    (row,) = LabelTable(str(tmp_path / "out")).read_current().to_pylist()
+    assert sorted(row["labels"]) == ["pouring", "stirring", "whisking"]  # top-5 capped at 3 classes
+
+    labels.write_text("pouring\nstirring\n")
+    with pytest.raises(JobError, match="2 class names but the checkpoint has 3 classes"):
+        run_job(config(weights, video_dir / "sub", tmp_path / "out2", ray_head, labels_file=str(labels)))
