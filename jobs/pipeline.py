@@ -51,6 +51,7 @@ class JobConfig:
     relabel: bool = False
     decode_timeout: float = 120.0
     decode_retries: int = 2
+    videos_per_task: int = 4  # decode tasks take a few videos each: Ray's per-task cost is ~10s of ms
     extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
     rows_per_file: int = 2000
     labels_file: str | None = None
@@ -357,14 +358,16 @@ def run_job(config: JobConfig) -> RunSummary:
 
         ctx = ray.data.DataContext.get_current()
         ctx.max_errored_blocks = -1  # failed blocks are reconciled into "lost" rows below
-        ds = ray.data.from_items(items, override_num_blocks=min(len(items), 100_000))
+        blocks = min(-(-len(items) // config.videos_per_task), 100_000)
+        ds = ray.data.from_items(items, override_num_blocks=blocks)
         if config.window_s is not None:
             ds = ds.map_batches(
                 expand_windows, batch_size=1, concurrency=config.decode_workers, **decode_args,
                 fn_kwargs={"window": config.window_s, "stride": config.stride_s, "timeout": config.decode_timeout},
             )
         ds = ds.map_batches(
-            decode_videos, batch_size=1, fn_kwargs={"num_frames": num_frames, "timeout": config.decode_timeout},
+            decode_videos, batch_size=config.videos_per_task,
+            fn_kwargs={"num_frames": num_frames, "timeout": config.decode_timeout},
             concurrency=config.decode_workers, **decode_args,
         )
         ds = ds.map_batches(
