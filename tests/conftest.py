@@ -80,6 +80,15 @@ def tiny_weights(tmp_path_factory) -> Path:
     return path
 
 
+def job_config(weights, input_uri, output_uri, address, **kw):
+    """A JobConfig for tests: the tiny model in small batches on the test Ray head."""
+    from jobs.pipeline import JobConfig
+
+    kw.setdefault("batch_size", 4)
+    return JobConfig(input_uri=str(input_uri), output_uri=str(output_uri), weights=str(weights), address=address,
+                     decode_timeout=60, **kw)
+
+
 def wait_for(predicate, timeout: float, what: str):
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -9,21 +9,17 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
+from conftest import job_config as _config
 from click.testing import CliRunner
 
 from jobs.demo import make_sample_video
 from jobs.export import ExportError, export_command, export_labels
-from jobs.pipeline import JobConfig, run_job
+from jobs.pipeline import run_job
 from jobs.storage import s3_filesystem
 from jobs.table import LabelTable
 
 FLAT = ["video_uri", "label", "score", "labels", "scores", "status", "error"]
 WINDOWED = ["video_uri", "segment_index", "segment_start_s", "segment_end_s"] + FLAT[1:]
-
-
-def _config(weights, input_uri, output_uri, address, **kw) -> JobConfig:
-    return JobConfig(input_uri=str(input_uri), output_uri=str(output_uri), weights=str(weights), address=address,
-                     batch_size=4, decode_timeout=60, **kw)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -15,8 +14,9 @@ import pytest
 
 import stam_core
 from conftest import VENV_BIN, wait_for
+from conftest import job_config as config
 from jobs.demo import make_sample_video
-from jobs.pipeline import JobConfig, run_job
+from jobs.pipeline import run_job
 from jobs.schema import output_schema
 from jobs.table import LabelTable
 
@@ -53,12 +53,6 @@ def video_dir(tmp_path_factory) -> Path:
     make_audio_only(root / "audio_only.mp4")
     (root / "readme.txt").write_text("ignored: not a video extension")
     return root
-
-
-def config(tiny_weights, input_uri, output_uri, ray_head, **kw) -> JobConfig:
-    kw.setdefault("batch_size", 4)
-    return JobConfig(input_uri=str(input_uri), output_uri=str(output_uri), weights=str(tiny_weights),
-                     address=ray_head, decode_timeout=60, **kw)
 
 
 def names(table) -> Counter:

@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from conftest import job_config as _config
 from click.testing import CliRunner
 from PIL import Image
 
 from jobs.demo import make_sample_video
-from jobs.pipeline import JobConfig, run_job
+from jobs.pipeline import run_job
 from jobs.report import (BAR_COLOUR, SUMMARY_COLUMNS, THUMB, inspect_command, load, render_html, write_html,
                          write_plot)
 from jobs.schema import output_schema
@@ -40,11 +41,6 @@ def make_magenta_video(path: Path, seconds: float = 1.0, fps: int = 8, size=(96,
         for packet in stream.encode():
             container.mux(packet)
     return path
-
-
-def _config(weights, input_uri, output_uri, address, **kw) -> JobConfig:
-    return JobConfig(input_uri=str(input_uri), output_uri=str(output_uri), weights=str(weights), address=address,
-                     batch_size=4, decode_timeout=60, **kw)
 
 
 @pytest.fixture(scope="module")
