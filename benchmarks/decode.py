@@ -23,14 +23,13 @@ from pathlib import Path
 
 import av
 import numpy as np
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import stam_core  # noqa: E402
-from videogen import DEFAULT_SUFFIX, make_video  # noqa: E402
+from videogen import DEFAULT_SUFFIX, make_video, official_transform  # noqa: E402
 
 FRAMES = 16
 CODECS = ["h264", "hevc", "vp9", "av1", "mpeg4"]
@@ -51,16 +50,6 @@ def official(path: Path, num_frames: int = FRAMES, frame_rate: float = 1.6) -> n
                 break
     picks = np.minimum(picks, len(frames) - 1)
     return np.stack([official_transform(frames[i]) for i in picks])
-
-
-def official_transform(rgb: np.ndarray) -> np.ndarray:
-    """Resize(256) + CenterCrop(224) as torchvision does them on a PIL image."""
-    image = Image.fromarray(rgb)
-    w, h = image.size
-    new_w, new_h = (256, int(256 * h / w)) if w <= h else (int(256 * w / h), 256)
-    image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
-    left, top = int(round((new_w - 224) / 2.0)), int(round((new_h - 224) / 2.0))
-    return np.asarray(image.crop((left, top, left + 224, top + 224)))
 
 
 def timed(*fns, reps: int) -> list[tuple[float, float]]:

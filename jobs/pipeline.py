@@ -496,13 +496,13 @@ def _class_names(labels_file: str | None, num_classes: int) -> list[str]:
 def _connect_ray(address: str | None) -> None:
     import ray
 
+    if ray.is_initialized():
+        return  # the caller's Ray (a notebook, a test): its workers already have their settings
     address = address or os.environ.get("RAY_ADDRESS")
     env = storage.aws_settings()
     # Only the names are logged: values may be credentials.
     log.info("forwarding AWS settings to Ray workers: %s", ", ".join(sorted(env)) or "none")
     runtime_env = {"env_vars": env} if env else None
-    if ray.is_initialized():
-        return
     try:
         ray.init(address=address, runtime_env=runtime_env, include_dashboard=False, log_to_driver=True,
                  logging_level=logging.WARNING)

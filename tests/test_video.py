@@ -12,13 +12,14 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))  # videogen, also when run without conftest.py
 
 import stam_core  # noqa: E402
 from stam_core import decode_worker  # noqa: E402
-from videogen import DEFAULT_SUFFIX, decode_index, make_bad_inputs, make_video, vfr_timestamps  # noqa: E402
+from videogen import (  # noqa: E402
+    DEFAULT_SUFFIX, decode_index, make_bad_inputs, make_video, official_transform, vfr_timestamps,
+)
 
 FRAMES = 16
 
@@ -253,16 +254,6 @@ def test_probe_reads_metadata_only(long_and_short, videos):
 
 
 # ---- the transform ------------------------------------------------------------------------
-
-def official_transform(rgb: np.ndarray) -> np.ndarray:
-    """torchvision Resize(256) + CenterCrop(224) on a PIL image, written out."""
-    image = Image.fromarray(rgb)
-    w, h = image.size
-    new_w, new_h = (256, int(256 * h / w)) if w <= h else (int(256 * w / h), 256)
-    image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
-    left, top = int(round((new_w - 224) / 2.0)), int(round((new_h - 224) / 2.0))
-    return np.asarray(image.crop((left, top, left + 224, top + 224)))
-
 
 @pytest.mark.parametrize("size", [(640, 272), (272, 480)])
 @pytest.mark.parametrize("decoder", ["pyav", "decord"])

@@ -309,3 +309,12 @@ def _corrupt_packets(src: Path, dst: Path) -> Path:
             out.mux(bad)
     return dst
 
+
+def official_transform(rgb: np.ndarray) -> np.ndarray:
+    """The official evaluation transform, for reference: torchvision Resize(256) + CenterCrop(224) on PIL."""
+    image = Image.fromarray(rgb)
+    w, h = image.size
+    new_w, new_h = (256, int(256 * h / w)) if w <= h else (int(256 * w / h), 256)
+    image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
+    left, top = int(round((new_w - 224) / 2.0)), int(round((new_h - 224) / 2.0))
+    return np.asarray(image.crop((left, top, left + 224, top + 224)))
