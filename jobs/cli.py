@@ -32,7 +32,8 @@ def run_options(fn):
         click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
                      show_default=True, help="Model precision; auto picks bf16/fp16 where the device runs it fast."),
         click.option("--decode-workers", type=click.IntRange(1), default=None,
-                     help="Concurrent decode tasks (default: one per CPU Ray can give them)."),
+                     help="CPU cores to decode on, at most (default: every CPU Ray can give them); "
+                          "two decode tasks run per core."),
         click.option("--model-workers", type=click.IntRange(1), default=1, show_default=True,
                      help="Model actors (one per GPU on a GPU cluster)."),
         click.option("--gpus-per-worker", type=float, default=1.0, show_default=True,

@@ -252,3 +252,23 @@ def test_custom_class_list(video_dir, tmp_path, ray_head):
     labels.write_text("pouring\nstirring\n")
     with pytest.raises(JobError, match="2 class names but the checkpoint has 3 classes"):
         run_job(config(weights, video_dir / "sub", tmp_path / "out2", ray_head, labels_file=str(labels)))
+
+
+def test_decoding_runs_below_the_model_priority(tmp_path):
+    """Decode tasks lower their priority once (not cumulatively), and read_clip's decode worker inherits it."""
+    video = make_sample_video(tmp_path / "v.mp4", seed=0, seconds=1.0)
+    code = (
+        "import os, sys\n"
+        "from jobs.pipeline import DECODE_NICENESS, _lower_priority\n"
+        "from stam_core import decode_worker, read_clip\n"
+        "_lower_priority(); _lower_priority()\n"
+        "read_clip(sys.argv[1], 4, timeout=60)\n"
+        "print(DECODE_NICENESS, os.getpriority(os.PRIO_PROCESS, 0),"
+        " os.getpriority(os.PRIO_PROCESS, decode_worker._worker.proc.pid))\n"
+    )
+    out = subprocess.run([str(VENV_BIN / "python"), "-c", code, str(video)], cwd=Path(__file__).parents[1],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    niceness, own, worker = map(int, out.stdout.split())
+    assert niceness > 0
+    assert own == worker == max(niceness, os.getpriority(os.PRIO_PROCESS, 0))  # never raised, never stacked
