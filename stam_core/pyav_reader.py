@@ -1,0 +1,472 @@
+"""The PyAV reader, the default decoder: ``_PyAVReader`` opens a container and its video
+stream, ``_Sampler`` decodes only the packets the sampling plan needs (the rule is in
+``stam_core.video``). av is imported where it is used. Must not import torch.
+"""
+from __future__ import annotations
+
+import bisect
+import itertools
+import math
+from typing import Any
+
+import numpy as np
+
+from stam_core.errors import VideoFormatError, VideoReadError
+from stam_core.frames import CROP, _display_matrix, _Orient, _Plan, _VariableFrameRate, to_model_input
+from stam_core.video import INDEXED_FORMATS, Clip, ClipInfo, Source, _ffmpeg_error, _open_input
+
+
+class _PyAVReader:
+    """One open container and its video stream; ``sample`` decodes only what the plan needs."""
+
+    def __init__(self, name: str, source: Source, filesystem: Any):
+        self.name, self.source, self.filesystem = name, source, filesystem
+        self.stats = {"frames_decoded": 0, "packets_read": 0, "seeks": 0}
+        self.scanned_pts: list[int] | None = None
+        self._open()
+
+    def _open(self) -> None:
+        import av
+
+        self.container = None
+        target, size, buffer_size = _open_input(self.name, self.source, self.filesystem)
+        self._owned = target if target is not self.source and hasattr(target, "close") else None
+        if size == 0:
+            self.close()
+            raise VideoFormatError(self.name, "empty file")
+        try:
+            if isinstance(target, str):
+                self.container = av.open(target, metadata_errors="ignore")
+            else:
+                self.container = av.open(target, metadata_errors="ignore", buffer_size=buffer_size)
+        except (av.error.FFmpegError, OSError) as exc:
+            self.close()
+            raise _ffmpeg_error(self.name, exc, "cannot open as a video (not a video, or truncated)") from exc
+        try:
+            self._init_stream()
+        except BaseException:
+            self.close()
+            raise
+        self.fresh = True  # positioned at the first frame, nothing read yet
+
+    def packets(self):
+        """The packets from the current position on (after ``rewind``: from the first)."""
+        self.fresh = False
+        peeked, self._peeked = self._peeked, None
+        demux = self._demux if peeked is not None else self.container.demux(self.stream)
+        return itertools.chain([peeked] if peeked is not None else [], demux)
+
+    def rewind(self) -> None:
+        """Back to the first frame: a seek with an index; without one, seeking is not exact
+        (MPEG-TS lands on a decode time, not a keyframe), so reopen."""
+        if self.fresh:
+            return
+        if self.entries is not None:
+            self._seek(self.t0)
+        else:
+            self.close()
+            self._open()
+
+    def _init_stream(self) -> None:
+        import av
+
+        streams = [s for s in self.container.streams.video
+                   if not s.disposition & av.stream.Disposition.attached_pic]  # cover art is not video
+        if not streams:
+            kinds = sorted({s.type for s in self.container.streams}) or ["none"]
+            raise VideoFormatError(self.name, f"no video stream (streams: {', '.join(kinds)})")
+        self.stream = stream = streams[0]
+        if stream.codec_context is None:
+            raise VideoFormatError(self.name, "unsupported codec: this FFmpeg has no decoder for the video stream")
+        ctx = stream.codec_context
+        # One decoding thread: parallelism comes from decoding many videos at once, and the
+        # per-packet skip_frame switch below needs the decoder to act on packets in order.
+        ctx.thread_type = "NONE"
+        ctx.thread_count = 1
+        self.tb = stream.time_base
+        self.t0 = stream.start_time if stream.start_time is not None else 0
+        self.fps = float(stream.average_rate or stream.guessed_rate or 0)
+        entries = stream.index_entries
+        # Only MP4/MOV and Matroska/WebM carry an index worth steering by. Other formats
+        # (MPEG-TS, raw streams) grow index entries while they are read and searched; they are
+        # decoded in one forward pass instead.
+        indexed = self.container.format.name.split(",")[0] in INDEXED_FORMATS
+        if indexed and len(entries) < 2:
+            self._seek(self.t0)  # Matroska reads its cues on the first seek
+            entries = stream.index_entries
+        self.entries = entries if indexed and len(entries) >= 2 else None
+        self._peeked = None
+        if self.entries is None:
+            # Without an index the stream's start time can disagree with its first frame (AVI
+            # gives B-frame streams made-up times): trust the first packet, a keyframe.
+            self._demux = self.container.demux(stream)
+            self._peeked = next((p for p in self._demux if p.pts is not None or p.size == 0), None)
+            if self._peeked is not None and self._peeked.pts is not None:
+                self.t0 = self._peeked.pts
+        # An index with an entry per frame (MP4/MOV, AVI) gives exact positions; keyframe-only
+        # indexes (Matroska cues) give seek points, positions then come from the frame rate.
+        self.full_index = self.entries is not None and stream.frames > 0 and len(entries) == stream.frames
+        self.leading_discards = 0
+        self.index_shift = 0
+        if self.entries is not None:
+            while self.leading_discards < len(entries) and entries[self.leading_discards].is_discard:
+                self.leading_discards += 1
+            # MP4 index timestamps are decode times; keyframes display this much later.
+            first = entries[self.leading_discards] if self.leading_discards < len(entries) else entries[0]
+            self.index_shift = self.t0 - first.timestamp if first.is_keyframe else 0
+
+    # -- metadata
+
+    def _duration_s(self) -> float:
+        stream, container = self.stream, self.container
+        if stream.duration:
+            return float(stream.duration * self.tb)
+        if container.duration:
+            end = (container.duration + (container.start_time or 0)) / 1_000_000
+            return end - float(self.t0 * self.tb)
+        if self.scanned_pts is None:
+            self.scan()
+        return self._scanned_duration
+
+    def frame_count(self) -> tuple[int, bool]:
+        if self.scanned_pts is not None:
+            return len(self.scanned_pts), True
+        if self.stream.frames > 0:
+            return self.stream.frames - self.leading_discards, True
+        return max(1, round(self._duration_s() * self.fps)), False
+
+    def info(self, orient: _Orient, decoder: str = "pyav") -> ClipInfo:
+        ctx = self.stream.codec_context
+        width, height = orient.display_size(ctx.width, ctx.height)
+        count, exact = self.frame_count()
+        duration = self._duration_s()
+        fps = self.fps or (count / duration if duration > 0 else 0.0)
+        return ClipInfo(duration_s=duration, fps=fps, frame_count=count, width=width, height=height,
+                        codec=ctx.name, rotation=orient.rotation, decoder=decoder, flipped=orient.flipped,
+                        container=self.container.format.name, pix_fmt=ctx.pix_fmt or "", frame_count_exact=exact,
+                        **self.stats)
+
+    def probe(self) -> ClipInfo:
+        return self.info(self._first_orientation())
+
+    def _first_orientation(self) -> _Orient:
+        import av
+
+        self.rewind()
+        ctx = self.stream.codec_context
+        try:
+            for packet in itertools.chain(self.packets(), [None]):
+                for frame in ctx.decode(packet):
+                    self.stats["frames_decoded"] += 1
+                    return _Orient(_display_matrix(frame), self.name)
+        except av.error.FFmpegError as exc:
+            raise _ffmpeg_error(self.name, exc, "cannot decode") from exc
+        raise VideoFormatError(self.name, "no decodable video frame")
+
+    def scan(self) -> None:
+        """Read every packet's timestamp (no decoding): exact positions for variable frame rates."""
+        import av
+
+        pts, end = [], None
+        self.rewind()
+        try:
+            for packet in self.packets():
+                if packet.pts is None or packet.size == 0:
+                    continue
+                self.stats["packets_read"] += 1
+                pts.append(packet.pts)
+                stop = packet.pts + (packet.duration or 0)
+                end = stop if end is None else max(end, stop)
+        except av.error.FFmpegError as exc:
+            raise _ffmpeg_error(self.name, exc, "cannot read packets") from exc
+        if not pts:
+            raise VideoFormatError(self.name, "no video packets")
+        pts.sort()
+        self.scanned_pts = pts
+        self._scanned_duration = float((end - self.t0) * self.tb)
+
+    def _seek(self, pts: int) -> None:
+        import av
+
+        try:
+            self.container.seek(pts, backward=True, any_frame=False, stream=self.stream)
+        except av.error.FFmpegError as exc:
+            raise _ffmpeg_error(self.name, exc, "cannot seek") from exc
+        self.stream.codec_context.flush_buffers()
+        self._peeked = None
+        self.stats["seeks"] += 1
+
+    # -- keyframe index
+
+    def _keyframe(self, ts: float, backward: bool):
+        """The index entry of the keyframe at/before (or at/after) ``ts``, in index units."""
+        ts = math.floor(ts) if backward else math.ceil(ts)
+        i = self.entries.search_timestamp(ts, backward=backward, any_frame=False)
+        return self.entries[i] if 0 <= i < len(self.entries) else None
+
+    def _landing(self, key) -> int:
+        """A seek timestamp that lands on keyframe ``key``: just before the next keyframe.
+
+        FFmpeg's MP4 seek compares presentation times, the index holds decode times; a time
+        between this keyframe and the next lands here under either reading.
+        """
+        following = self._keyframe(key.timestamp + 1, backward=False)
+        return following.timestamp - 1 if following is not None else key.timestamp + (1 << 40)
+
+    def _position(self, dts: int | None) -> int | None:
+        """Decode-order position of the packet with this decode time, from a per-frame index."""
+        if dts is None:
+            return None
+        i = self.entries.search_timestamp(dts, backward=True, any_frame=True)
+        if i < 0 or self.entries[i].timestamp != dts:
+            return None
+        return i - self.leading_discards
+
+    # -- sampling
+
+    def sample(self, num_frames: int, start: float | None, end: float | None) -> Clip:
+        plan = _Plan.make(self.name, num_frames, self._duration_s(), start, end)
+        return _Sampler(self, plan).run()
+
+    def close(self) -> None:
+        if self.container is not None:
+            self.container.close()
+        if self._owned is not None:
+            self._owned.close()
+
+    def __enter__(self) -> "_PyAVReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _Sampler:
+    """One pass over the packets the plan needs, seeking forward past what it does not.
+
+    Positions: with a per-frame index, the first packet after a seek has a known position
+    (its decode-order index; everything before it in decode order displays before it too);
+    a frame's position is that plus the number of packets read since then that display
+    before it. Without one, the first packet's position comes from the frame rate and each
+    frame is checked against the frame rate: a mismatch means a variable frame rate, and the
+    caller rescans every packet's timestamp (``_VariableFrameRate``).
+    """
+
+    def __init__(self, reader: _PyAVReader, plan: _Plan):
+        from av.video.reformatter import VideoReformatter
+
+        self.r = reader
+        tb = float(reader.tb)
+        self.tb = tb
+        n = len(plan.centres)
+        self.centre = [c / tb + reader.t0 for c in plan.centres]  # in stream ticks
+        self.half = plan.half / tb
+        self.frames = np.zeros((n, CROP, CROP, 3), np.uint8)
+        self.indices = [0] * n
+        self.times = [0.0] * n
+        self.next = 0  # first unfinished target
+        self.best = None  # (frame, position) nearest the current target's centre inside its middle half
+        self.last = None  # (frame, position) the latest decoded frame: on screen until the next one
+        self.orient: _Orient | None = None
+        self.reformatter = VideoReformatter()
+        self.frame_ticks = 1 / (reader.fps * tb) if reader.fps else None  # nominal frame duration
+        # Skip decoding non-reference frames that cannot be samples (see _wanted), when frames
+        # are dense enough that each middle half holds several.
+        self.may_skip = reader.fps > 0 and 1 / reader.fps <= plan.half / 2
+        self.near = min(self.half, self.frame_ticks or self.half)
+        self.run_first: int | None = None  # timestamp of the first packet since the last seek
+        self.run_base: int | None = None  # its decode-order position, with a per-frame index
+        self.run_pts: list[int] = []  # sorted timestamps of packets read since the last seek
+        self.last_read = None  # how far reading got since the last seek, in index units
+        self.take_key = False  # the next frame is a keyframe we seeked to for the current target
+        self.plan_duration = reader._duration_s()
+
+    def run(self) -> Clip:
+        ctx = self.r.stream.codec_context
+        stats = self.r.stats
+        demux, planned_for, skipping = None, -1, False
+        errors: list[str] = []
+        while self.next < len(self.centre):
+            if planned_for != self.next:  # a new target: seek to it, or decode on towards it?
+                planned_for = self.next
+                if demux is None or self._should_seek():
+                    demux = self._seek_for_target()
+            packet = next(demux, None)
+            if packet is None or packet.size == 0:
+                self._decode(ctx, None, errors)  # end of stream: drain the decoder
+                break
+            stats["packets_read"] += 1
+            if packet.pts is not None:
+                self._note_packet(packet)
+            skip = self.may_skip and packet.pts is not None and not self._wanted(packet.pts)
+            if skip != skipping:  # set only on change: the setter parses its string each time
+                ctx.skip_frame = "NONREF" if skip else "DEFAULT"
+                skipping = skip
+            self._decode(ctx, packet, errors)
+        if self.next < len(self.centre):
+            self._finish_at_eof(errors)
+        return self._clip()
+
+    def _decode(self, ctx, packet, errors: list[str]) -> None:
+        import av
+
+        try:
+            frames = ctx.decode(packet)
+        except av.error.InvalidDataError as exc:
+            errors.append(str(exc))  # a damaged packet: later ones may still decode
+            return
+        for frame in frames:
+            self.r.stats["frames_decoded"] += 1
+            self._consider(frame)
+
+    # -- seeking (index entries are in the index's own units: see _PyAVReader.index_shift)
+
+    def _start_key(self, target: int):
+        """Where to start decoding for a target: the first keyframe the index places inside its
+        middle half (decoding it is all the work), else the last keyframe before its centre."""
+        r = self.r
+        c, h = self.centre[target] - r.index_shift, self.half
+        key = r._keyframe(c - h, backward=False)
+        if key is not None and key.timestamp <= c + h:
+            return key
+        return r._keyframe(c, backward=True)
+
+    def _should_seek(self) -> bool:
+        """Whether the next target is better reached by seeking than by decoding on."""
+        if self.r.entries is None or self.last_read is None:
+            return False  # no index: one forward pass
+        key = self._start_key(self.next)
+        # Only forward, to a keyframe not read yet: otherwise decoding on is cheaper.
+        return key is not None and key.timestamp > self.last_read
+
+    def _seek_for_target(self):
+        r = self.r
+        key = self._start_key(self.next) if r.entries is not None else None
+        limit = self.centre[self.next] + self.half
+        landed = None
+        while True:
+            if key is not None:
+                r._seek(r._landing(key))
+            else:
+                r.rewind()
+            self.run_first, self.run_base, self.run_pts, self.last_read, self.last = None, None, [], None, None
+            self.take_key = key is not None
+            demux = r.packets()
+            first = next((p for p in demux if p.pts is not None or p.size == 0), None)
+            if first is None or first.size == 0 or r.entries is None:
+                break
+            mark = first.dts if r.full_index and first.dts is not None else first.pts
+            # Learn the keyframes' display delay (MP4): the first keyframe's is often shorter.
+            r.index_shift = max(r.index_shift, first.pts - mark)
+            if first.pts <= limit or (landed is not None and mark >= landed):
+                break  # early enough, or stepping back got no earlier
+            landed = mark
+            # The keyframe's display time was estimated from its decode time, and it displays
+            # after the middle half: start from the keyframe before it.
+            key = r._keyframe(mark - 1, backward=True)
+            if key is None or key.timestamp >= mark:
+                break
+        return itertools.chain([first] if first is not None else [], demux)
+
+    # -- positions
+
+    def _note_packet(self, packet) -> None:
+        r = self.r
+        if self.run_first is None:
+            self.run_first = packet.pts
+            self.run_base = r._position(packet.dts) if r.full_index else None
+        bisect.insort(self.run_pts, packet.pts)
+        # How far reading got, in the index's units: per-frame indexes (MP4) list decode
+        # times, keyframe indexes (Matroska cues) presentation times.
+        mark = packet.dts if r.full_index else packet.pts
+        if mark is not None and (self.last_read is None or mark > self.last_read):
+            self.last_read = mark
+
+    def _rate_position(self, pts: int) -> int:
+        return round((pts - self.r.t0) * self.tb * self.r.fps)
+
+    def _frame_position(self, pts: int) -> int:
+        r = self.r
+        if r.scanned_pts is not None:
+            return bisect.bisect_left(r.scanned_pts, pts)
+        before = bisect.bisect_left(self.run_pts, pts)  # packets since the seek that display earlier
+        if self.run_base is not None:  # the first packet's decode-order position, from the index
+            return self.run_base + before
+        # From the frame rate: the first packet (a keyframe) is at its time x fps; packets read
+        # after it that display before it (open-GOP leading pictures) are already counted there.
+        position = self._rate_position(self.run_first) + before - bisect.bisect_left(self.run_pts, self.run_first)
+        if r.fps and position != self._rate_position(pts):
+            raise _VariableFrameRate()
+        return position
+
+    # -- choosing frames
+
+    def _wanted(self, pts: int) -> bool:
+        """Whether a packet may be the frame nearest an unfinished target's centre.
+
+        Within a frame duration of the centre: at a constant frame rate the nearest frame is
+        within half of one. Other non-reference frames are not decoded; with a varying rate
+        the nearest decoded frame inside the middle half is taken, which the rule allows.
+        """
+        i = bisect.bisect_left(self.centre, pts - self.near, lo=self.next)
+        return i < len(self.centre) and abs(pts - self.centre[i]) <= self.near
+
+    def _consider(self, frame) -> None:
+        if frame.pts is None:
+            raise VideoFormatError(self.r.name, "decoded frames carry no timestamps")
+        if self.orient is None:
+            self.orient = _Orient(_display_matrix(frame), self.r.name)
+        pts = frame.pts
+        entry = (frame, self._frame_position(pts))
+        while self.next < len(self.centre):
+            c = self.centre[self.next]
+            if pts < c - self.half:
+                break
+            if pts <= c + self.half:
+                if self.take_key and frame.key_frame:
+                    self._finish(entry)  # the keyframe we seeked to: one frame decoded
+                    break
+                if self.best is None or abs(pts - c) < abs(self.best[0].pts - c):
+                    self.best = entry
+                if pts >= c:  # later frames are only further from the centre
+                    self._finish(self.best)
+                break
+            # Past the middle half without a frame in it: take the one on screen at the centre.
+            self._finish(self.best or self.last or entry)
+        self.last = entry
+        self.take_key = False  # only the first frame after a seek saves work
+
+    def _finish(self, entry) -> None:
+        frame, position = entry
+        i = self.next
+        # The official path's conversion (frame.to_rgb()), with one scaler context kept for all frames.
+        rgb = self.reformatter.reformat(frame, format="rgb24").to_ndarray()
+        self.frames[i] = to_model_input(self.orient(rgb))
+        self.indices[i] = position
+        self.times[i] = float((frame.pts - self.r.t0) * self.tb)
+        self.next += 1
+        self.best = None
+
+    def _finish_at_eof(self, errors: list[str]) -> None:
+        """Targets left when the stream ended: the last frame may still be on screen."""
+        if self.last is None:
+            why = f" ({len(errors)} damaged packets; first: {errors[0]})" if errors else ""
+            raise VideoFormatError(self.r.name, f"no decodable video frame{why}")
+        while self.next < len(self.centre):
+            if self.best is not None:
+                self._finish(self.best)
+                continue
+            frame = self.last[0]
+            # A frame stays on screen for its duration; one frame of slack for rounding.
+            shown_until = frame.pts + (frame.duration or 0) + (self.frame_ticks or 0)
+            c = self.centre[self.next]
+            if shown_until < c:
+                raise VideoReadError(self.r.name, (
+                    f"truncated or damaged: no frame at {(c - self.r.t0) * self.tb:.3f} s; the last decodable "
+                    f"frame is at {(frame.pts - self.r.t0) * self.tb:.3f} s of {self.plan_duration:.3f} s"))
+            self._finish(self.last)
+
+    def _clip(self) -> Clip:
+        info = self.r.info(self.orient or _Orient(None))
+        info.repeated = len(set(self.indices)) < len(self.indices)
+        return Clip(self.frames, list(self.indices), list(self.times), info)
