@@ -33,6 +33,10 @@ from jobs.table import LabelTable, new_run_id
 
 log = logging.getLogger("stam_label")
 
+# Bounded task retries (max_retries) can only be passed to map_batches as ray_remote_args,
+# which Ray deprecates; pyproject keeps Ray below 2.64, where it goes.
+warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+
 # Decoding yields the CPU to the model where they share a node: the model's threads wait for
 # each other, so one preempted thread stalls them all, while decoding only has to keep up.
 DECODE_NICENESS = 10
@@ -380,31 +384,27 @@ def run_job(config: JobConfig) -> RunSummary:
         ctx = ray.data.DataContext.get_current()
         ctx.max_errored_blocks = -1  # failed blocks are reconciled into "lost" rows below
         blocks = min(-(-len(items) // config.videos_per_task), 100_000)
-        with warnings.catch_warnings():
-            # Bounded retries can only go through ray_remote_args (deprecated; pyproject keeps Ray < 2.64).
-            warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
-            ds = ray.data.from_items(items, override_num_blocks=blocks)
-            if config.window_s is not None:
-                ds = ds.map_batches(
-                    expand_windows, batch_size=1, concurrency=decode_concurrency, **decode_args,
-                    fn_kwargs={"window": config.window_s, "stride": config.stride_s,
-                               "timeout": config.decode_timeout},
-                )
+        ds = ray.data.from_items(items, override_num_blocks=blocks)
+        if config.window_s is not None:
             ds = ds.map_batches(
-                decode_videos, batch_size=config.videos_per_task,
-                fn_kwargs={"num_frames": num_frames, "timeout": config.decode_timeout},
-                concurrency=decode_concurrency, **decode_args,
+                expand_windows, batch_size=1, concurrency=decode_concurrency, **decode_args,
+                fn_kwargs={"window": config.window_s, "stride": config.stride_s, "timeout": config.decode_timeout},
             )
-            ds = ds.map_batches(
-                Labeler, batch_size=config.batch_size, compute=ray.data.ActorPoolStrategy(size=config.model_workers),
-                fn_constructor_kwargs={
-                    "weights": config.weights, "sha256": sha256, "precision": config.precision,
-                    "top_k": config.top_k, "class_names": class_names, "model_name": model_name,
-                    "run_id": run_id, "mode": mode, "embeddings": config.embeddings, "probs": config.probs,
-                    "threads": config.model_threads,
-                },
-                **model_args,
-            )
+        ds = ds.map_batches(
+            decode_videos, batch_size=config.videos_per_task,
+            fn_kwargs={"num_frames": num_frames, "timeout": config.decode_timeout},
+            concurrency=decode_concurrency, **decode_args,
+        )
+        ds = ds.map_batches(
+            Labeler, batch_size=config.batch_size, compute=ray.data.ActorPoolStrategy(size=config.model_workers),
+            fn_constructor_kwargs={
+                "weights": config.weights, "sha256": sha256, "precision": config.precision,
+                "top_k": config.top_k, "class_names": class_names, "model_name": model_name,
+                "run_id": run_id, "mode": mode, "embeddings": config.embeddings, "probs": config.probs,
+                "threads": config.model_threads,
+            },
+            **model_args,
+        )
         video_level = VideoLevel(class_names, config.top_k) if config.window_s is not None else None
         summary.execution_started_at = time.time()
         _commit_stream(ds.iter_batches(batch_size=None, batch_format="pyarrow"), table, config, summary, items,

@@ -143,15 +143,22 @@ def cli(*args, env=None, **kw) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
 
-def test_killed_run_resumes_without_duplicates(tmp_path, tiny_weights, ray_head):
+def test_killed_run_resumes_without_duplicates(tmp_path, ray_head):
     videos = tmp_path / "videos"
     videos.mkdir()
     total = 30
     for i in range(total):
         make_sample_video(videos / f"v{i:02d}.mp4", seed=i, seconds=1.0, fps=10, size=(320, 240))
     out = tmp_path / "out"
-    # One row per file and one video at a time, so the kill lands between commits.
-    args = ["run", str(videos), str(out), "--weights", str(tiny_weights), "--address", ray_head,
+    # Decoding runs ahead while the model loads, so the model must be the slow stage for the
+    # kill to land between commits: a wider, deeper variant of the tiny model (~0.1 s a clip
+    # on one thread), with one row per file.
+    import torch
+
+    torch.manual_seed(0)
+    weights = stam_core.save_checkpoint(stam_core.create_model("stam_tiny", patch_size=16, embed_dim=192, depth=8),
+                                        tmp_path / "slower.pth")
+    args = ["run", str(videos), str(out), "--weights", str(weights), "--address", ray_head,
             "--batch-size", "1", "--rows-per-file", "1", "--decode-workers", "1", "--model-threads", "1"]
     proc = cli(*args, start_new_session=True)
     try:
