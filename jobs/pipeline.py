@@ -387,7 +387,7 @@ def run_job(config: JobConfig) -> RunSummary:
         ds = ray.data.from_items(items, override_num_blocks=blocks)
         if config.window_s is not None:
             ds = ds.map_batches(
-                expand_windows, batch_size=1, concurrency=decode_concurrency, **decode_args,
+                expand_windows, batch_size=config.videos_per_task, concurrency=decode_concurrency, **decode_args,
                 fn_kwargs={"window": config.window_s, "stride": config.stride_s, "timeout": config.decode_timeout},
             )
         ds = ds.map_batches(
@@ -446,9 +446,9 @@ def _commit_stream(batches, table: LabelTable, config: JobConfig, summary: RunSu
         seen.update(keys)
         batch = batch.filter(pa.array(fresh)) if not all(fresh) else batch
         for stage in ("decode", "model"):
+            clips_on = summary.placement.setdefault(stage, {})
             for node in batch[f"_{stage}_node"].to_pylist():
-                placement = summary.placement.setdefault(stage, {})
-                placement[node] = placement.get(node, 0) + 1
+                clips_on[node] = clips_on.get(node, 0) + 1
         videos = video_level.add(batch) if video_level else []
         add(batch.select(schema.names).cast(schema))
         if videos:
