@@ -3,6 +3,9 @@
 It tries the official stam_16 weights first. Offline (as on a machine that only reaches
 package registries) it says so and uses an untrained model, marked "(untrained)" in every
 row's `model` column. Only the demo does this; `stam-label run` never falls back.
+
+Its local S3 server is moto (``jobs/demo_s3.py``), which comes with the ``demo`` extra
+(``pip install 'stam-label[demo]'``); without it the demo stops at once with that hint.
 """
 from __future__ import annotations
 
@@ -68,7 +71,7 @@ def _weights(requested: str, workdir: Path) -> tuple[str, str | None]:
 
 def run_demo(num_videos: int = 6, weights: str = "stam_16") -> int:
     from jobs.cli import print_summary
-    from jobs.local_s3 import LocalS3
+    from jobs.demo_s3 import LocalS3
     from jobs.pipeline import JobConfig, run_job
     from jobs.table import LabelTable
 

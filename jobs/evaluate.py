@@ -28,15 +28,17 @@ from dataclasses import dataclass, field
 
 import click
 
-from jobs.storage import StorageError, is_s3, resolve
+from jobs.cli import Failure, cli_errors, config_option, option, shared_options
+from jobs.errors import EXIT_TOO_MANY_ERRORS, JobError
+from jobs.storage import is_s3, resolve
 from jobs.table import LabelTable
 
 KINETICS_COLUMNS = ("label", "youtube_id", "time_start", "time_end")
 CONFUSED_PAIRS = 20  # kept in the report; the printed summary shows the first 10
 
 
-class EvaluationError(Exception):
-    """The evaluation cannot run (bad manifest, unknown class names); one line for the user."""
+class EvaluationError(JobError):
+    """The evaluation cannot run (bad manifest, unknown class names): exit 3; one line for the user."""
 
 
 @dataclass(frozen=True)
@@ -264,8 +266,7 @@ def format_report(result: Evaluation, pairs: int = 10, failures: int = 20) -> st
 
 @click.command("evaluate")
 @click.argument("manifest", metavar="MANIFEST")
-@click.option("--weights", required=True,
-              help="Release name (stam_8/16/32/64), local path, http(s) or s3:// URL of a checkpoint.")
+@option("weights", required=True, default=None, show_default=False)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write the full report (top1, top5, count, per-class, confused pairs, failed) as JSON.")
 @click.option("--video-root", default=None,
@@ -274,19 +275,10 @@ def format_report(result: Evaluation, pairs: int = 10, failures: int = 20) -> st
 @click.option("--output", "output_uri", default=None,
               help="Keep the label rows in this OUTPUT (reused: already labelled videos are skipped). "
                    "Default: a temporary folder, removed afterwards.")
-@click.option("--weights-sha256", default=None, help="Refuse weights whose sha256 differs.")
-@click.option("--labels", "labels_file", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Class names, one per line, for checkpoints fine-tuned on other classes.")
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1), help="Clips per forward pass.")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
-              help="Model precision.")
-@click.option("--decode-workers", type=click.IntRange(1), default=None, help="Concurrent decode tasks.")
-@click.option("--model-workers", type=click.IntRange(1), default=1, show_default=True, help="Model actors.")
-@click.option("--gpus-per-worker", type=float, default=1.0, show_default=True, help="GPUs per model actor.")
-@click.option("--model-threads", type=click.IntRange(1), default=None, help="CPU inference threads per actor.")
-@click.option("--address", envvar="RAY_ADDRESS", default=None, help="Ray cluster to join (also RAY_ADDRESS).")
-@click.option("--decode-timeout", type=float, default=120.0, show_default=True,
-              help="Seconds one video may take to decode before it counts as failed.")
+@config_option
+@shared_options("weights_sha256", "labels_file", "batch_size", "precision", "decode_workers", "model_workers",
+                "gpus_per_worker", "model_threads", "address", "decode_timeout", "progress_interval_s")
+@cli_errors
 def evaluate_command(manifest: str, json_path: str | None, video_root: str | None, output_uri: str | None,
                      **opts) -> None:
     """Measure top-1/top-5 accuracy of --weights on the labelled videos of MANIFEST.
@@ -295,16 +287,11 @@ def evaluate_command(manifest: str, json_path: str | None, video_root: str | Non
     CSV (label,youtube_id,time_start,time_end,split) with --video-root. The videos run through
     the same pipeline as `stam-label run`; failed videos are counted and listed.
     """
-    from jobs.pipeline import JobError
-
-    try:
-        result = evaluate(manifest, opts, video_root=video_root, output_uri=output_uri)
-    except (EvaluationError, JobError, StorageError) as exc:
-        raise click.ClickException(str(exc)) from None
+    result = evaluate(manifest, opts, video_root=video_root, output_uri=output_uri)
     click.echo(format_report(result))
     if json_path:
         with open(json_path, "w", encoding="utf-8") as f:
             json.dump(result.as_dict(), f, indent=2)
         click.echo(f"report: {json_path}")
     if result.evaluated == 0:
-        raise click.ClickException("no video of the manifest could be labelled; nothing was measured")
+        raise Failure("no video of the manifest could be labelled; nothing was measured", EXIT_TOO_MANY_ERRORS)

@@ -1,7 +1,9 @@
 """`stam-label export`: the current label table as one flat .csv, .jsonl or .parquet file.
 
-One line per video (per segment, for windowed runs), taken from ``LabelTable.read_current``,
-so a video labelled several times appears once, with the labels of its latest run.
+One line per video (per segment, for windowed runs), taken from the Delta table's current
+version (``LabelTable.read_current``), so a video labelled several times appears once, with
+its latest labels. DEST ``-`` writes CSV (or JSON lines with ``--format jsonl``) to stdout.
+``--columns`` picks any of the table's columns instead of the default ones.
 
 Columns: ``video_uri``, then ``segment_index``, ``segment_start_s``, ``segment_end_s`` when
 the table holds window-mode rows, then ``label`` (top-1 class name), ``score`` (its
@@ -34,6 +36,7 @@ FORMATS = (".csv", ".jsonl", ".parquet")
 SEGMENT_COLUMNS = ("segment_index", "segment_start_s", "segment_end_s")
 READ_COLUMNS = ["video_uri", "mode", "segment_index", "segment_start_s", "segment_end_s", "status", "error",
                 "labels", "scores"]
+STDOUT = "-"
 
 
 class ExportError(Exception):
@@ -47,8 +50,17 @@ class ExportResult:
     columns: list[str]
 
 
-def export_format(dest: str) -> str:
-    """The output format picked by DEST's extension; ExportError for any other."""
+def export_format(dest: str, fmt: str | None = None) -> str:
+    """The output format: ``fmt`` if given, else DEST's extension; ExportError for any other."""
+    if fmt:
+        ext = "." + fmt.lstrip(".").lower()
+        if dest == STDOUT and ext == ".parquet":
+            raise ExportError("parquet cannot go to stdout; give a file name")
+        if ext not in FORMATS:
+            raise ExportError(f"unknown export format {fmt!r}; use one of {', '.join(f[1:] for f in FORMATS)}")
+        return ext
+    if dest == STDOUT:
+        return ".csv"
     ext = os.path.splitext(dest.rstrip("/"))[1].lower()
     if ext not in FORMATS:
         raise ExportError(f"{dest}: unknown export format {ext or '(no extension)'!r}; "
@@ -56,7 +68,8 @@ def export_format(dest: str) -> str:
     return ext
 
 
-def flat_table(output_uri: str, *, min_score: float | None = None, status: str = "all") -> pa.Table:
+def flat_table(output_uri: str, *, min_score: float | None = None, status: str = "all",
+               columns: list[str] | None = None) -> pa.Table:
     """The export's rows: current rows only, filtered, with the top-1 label split out.
 
     ``status`` keeps "ok" rows, "error" rows or "all". ``min_score`` drops labelled rows whose
@@ -64,11 +77,19 @@ def flat_table(output_uri: str, *, min_score: float | None = None, status: str =
     """
     if status not in ("ok", "error", "all"):
         raise ValueError(f"status must be ok, error or all, not {status!r}")
-    table = LabelTable(output_uri).read_current(READ_COLUMNS)
+    label_table = LabelTable(output_uri)
+    if columns:
+        known = set(label_table.schema().names) if label_table.exists() else set()
+        unknown = [c for c in columns if c not in known]
+        if known and unknown:
+            raise ExportError(f"{output_uri}: no column {', '.join(map(repr, unknown))}; "
+                              f"the table has: {', '.join(sorted(known))}")
+    table = label_table.read_current(sorted(set(READ_COLUMNS) | set(columns or ())))
     if table is None:
         raise ExportError(f"{output_uri}: no committed label rows to export")
     windowed = table.num_rows > 0 and pc.any(pc.not_equal(table["mode"], "video")).as_py()
 
+    table = table.drop_columns([c for c in ("label", "score") if c in table.column_names])
     table = table.append_column("label", _first(table["labels"])).append_column("score", _first(table["scores"]))
     if status != "all":
         table = table.filter(pc.equal(table["status"], status))
@@ -78,15 +99,16 @@ def flat_table(output_uri: str, *, min_score: float | None = None, status: str =
                             pc.greater_equal(table["score"], pa.scalar(min_score, pa.float32())))
         table = table.filter(pc.fill_null(keep, False))
 
-    columns: dict[str, pa.Array] = {"video_uri": table["video_uri"]}
+    order = [("video_uri", "ascending")] + ([("segment_index", "ascending")] if windowed else [])
+    if columns:
+        return table.sort_by(order).select(columns)
+    out: dict[str, pa.Array] = {"video_uri": table["video_uri"]}
     if windowed:
         for name in SEGMENT_COLUMNS:
-            columns[name] = table[name]
-    columns.update(label=table["label"], score=table["score"], labels=table["labels"], scores=table["scores"],
-                   status=table["status"], error=table["error"])
-    flat = pa.table(columns)
-    order = [("video_uri", "ascending")] + ([("segment_index", "ascending")] if windowed else [])
-    return flat.sort_by(order)
+            out[name] = table[name]
+    out.update(label=table["label"], score=table["score"], labels=table["labels"], scores=table["scores"],
+               status=table["status"], error=table["error"])
+    return pa.table(out).sort_by(order)
 
 
 def _first(lists: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -95,10 +117,11 @@ def _first(lists: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.list_element(pc.if_else(nonempty, lists, pa.scalar(None, lists.type)), 0)
 
 
-def export_labels(output_uri: str, dest: str, *, min_score: float | None = None, status: str = "all") -> ExportResult:
-    """Write the flat label table of OUTPUT to DEST (local path or s3://), format by extension."""
-    fmt = export_format(dest)  # before reading anything: a typo in DEST fails at once
-    table = flat_table(output_uri, min_score=min_score, status=status)
+def export_labels(output_uri: str, dest: str, *, min_score: float | None = None, status: str = "all",
+                  columns: list[str] | None = None, fmt: str | None = None) -> ExportResult:
+    """Write the flat label table of OUTPUT to DEST (local path, s3:// or - for stdout)."""
+    fmt = export_format(dest, fmt)  # before reading anything: a typo in DEST fails at once
+    table = flat_table(output_uri, min_score=min_score, status=status, columns=columns)
     if fmt == ".parquet":
         buf = io.BytesIO()
         pq.write_table(table, buf, compression="zstd")
@@ -107,13 +130,16 @@ def export_labels(output_uri: str, dest: str, *, min_score: float | None = None,
         data = "".join(json.dumps(_plain(row), ensure_ascii=False) + "\n" for row in table.to_pylist()).encode()
     else:
         data = _csv_bytes(table)
-    _write(dest, data)
+    if dest == STDOUT:
+        click.get_binary_stream("stdout").write(data)
+    else:
+        _write(dest, data)
     return ExportResult(dest=dest, rows=table.num_rows, columns=table.column_names)
 
 
 def _plain(row: dict) -> dict:
     """A row for JSON: float32 scores as their shortest round-trip decimal, not float64 noise."""
-    out = dict(row)
+    out = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
     if out.get("score") is not None:
         out["score"] = _f32(out["score"])
     if out.get("scores") is not None:
@@ -167,18 +193,26 @@ def _write(dest: str, data: bytes) -> None:
               help="Drop labelled rows whose top-1 score is below this (error rows are kept; see --status).")
 @click.option("--status", type=click.Choice(["ok", "error", "all"]), default="all", show_default=True,
               help="Which rows to export.")
-def export_command(output_uri: str, dest: str, min_score: float | None, status: str) -> None:
+@click.option("--columns", default=None,
+              help="Comma-separated table columns to export instead of the default ones (e.g. video_uri,label,score).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "parquet"]), default=None,
+              help="Output format (default: DEST's extension; csv for -).")
+def export_command(output_uri: str, dest: str, min_score: float | None, status: str, columns: str | None,
+                   fmt: str | None) -> None:
     """Write the current labels of OUTPUT to DEST as .csv, .jsonl or .parquet (by DEST's extension).
 
     One line per video (per segment for windowed runs), only each video's latest labels.
-    DEST is a local path or an s3:// URI. In CSV, the labels and scores lists are JSON arrays.
+    DEST is a local path, an s3:// URI, or - for stdout (csv, or jsonl with --format jsonl).
+    In CSV, the labels and scores lists are JSON arrays.
     """
     try:
-        export_format(dest)
+        export_format(dest, fmt)
     except ExportError as exc:
         raise click.BadParameter(str(exc), param_hint="DEST") from None
+    picked = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
     try:
-        result = export_labels(output_uri, dest, min_score=min_score, status=status)
+        result = export_labels(output_uri, dest, min_score=min_score, status=status, columns=picked, fmt=fmt)
     except (ExportError, StorageError) as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"wrote {result.rows} rows to {result.dest} (columns: {', '.join(result.columns)})")
+    message = f"wrote {result.rows} rows to {result.dest} (columns: {', '.join(result.columns)})"
+    click.echo(message, err=dest == STDOUT)

@@ -1,15 +1,17 @@
-"""The labelling job, top to bottom: list -> decode (CPU) -> STAM (GPU/CPU) -> commit Parquet.
+"""The labelling job, top to bottom: plan -> decode (CPU) -> STAM (GPU/CPU) -> commit (Delta).
 
-    videos = list_videos(INPUT) - already labelled          (driver)
-    ray.data.from_items(videos)
+    plan.build(INPUT, OUTPUT)          Ray: list, anti-join with the current labels, sort,
+                                       persist the plan as Parquet beside the run record
+    ray.data.read_parquet(plan)
       .map_batches(expand_windows)     CPU tasks, --window-seconds only: one item per window
       .map_batches(decode_videos)      CPU tasks: stam_core.read_clip -> uint8 frames
       .map_batches(Labeler)            actor pool holding the model -> label rows (Arrow)
-      .iter_batches()                  driver commits rows to OUTPUT in whole Parquet files
+      .iter_batches()                  driver: whole videos -> Delta commits (jobs.commit)
+    plan.lost(...)                     plan rows Ray never returned -> "lost" error rows
 
-Every video ends as exactly one row (or one row per window): failures inside a stage are
-caught per video; a block Ray gives up on (a worker that died past its retries) is
-reconciled at the end into "lost" error rows, so nothing disappears silently.
+Every video ends as exactly one current row (or one row per window plus a video-level row):
+failures inside a stage are caught per video; a block Ray gives up on is reconciled at the
+end into "lost" rows, so nothing disappears silently. The driver holds no list of videos.
 """
 from __future__ import annotations
 
@@ -18,28 +20,41 @@ import datetime as dt
 import logging
 import os
 import platform
+import signal
 import time
-import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pyarrow as pa
 
-from jobs import storage
+from jobs import plan as planning
+from jobs.commit import Committer, Counts
+from jobs.errors import JobError, JobFailed, JobInterrupted
+from jobs.runs import RunRecord, reap_dead_runs
 from jobs.schema import output_schema
 from jobs.segments import VIDEO_LEVEL, VideoLevel, plan_windows
-from jobs.storage import DEFAULT_EXTENSIONS, VideoRef, list_videos
-from jobs.table import LabelTable, new_run_id
+from jobs.storage import DEFAULT_EXTENSIONS, StorageError
+from jobs.table import CommitError, LabelTable, new_run_id
 
 log = logging.getLogger("stam_label")
-
-# Bounded task retries (max_retries) can only be passed to map_batches as ray_remote_args,
-# which Ray deprecates; pyproject keeps Ray below 2.64, where it goes.
-warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
 
 # Decoding yields the CPU to the model where they share a node: the model's threads wait for
 # each other, so one preempted thread stalls them all, while decoding only has to keep up.
 DECODE_NICENESS = 10
+DEFAULT_MAX_PIXELS = 8192 * 4320  # 8K; larger streams are rejected from the header (too_large)
+# Decode CPU-seconds per video, measured on 10-s 640x272 H.264 clips (docs/cluster.md): the
+# --dry-run estimate. Real footage differs; the run record gives the measured figure.
+DECODE_CPU_S_PER_VIDEO = 0.12
+
+# Non-secret S3 settings forwarded to the workers of a cluster joined with --address.
+# Credentials never travel: a local Ray's workers inherit the driver's environment, and a
+# cluster's nodes use their own chain (instance role, IRSA, mounted profile).
+FORWARDED_AWS_SETTINGS = (
+    "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE",
+    "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_EC2_METADATA_DISABLED",
+)
 
 
 @dataclass
@@ -55,22 +70,29 @@ class JobConfig:
     gpus_per_worker: float = 1.0
     model_threads: int | None = None  # CPU inference threads; None: all cores of the node
     address: str | None = None
-    limit: int | None = None
-    max_error_rate: float = 1.0
+    limit: int | None = None  # the first N videos (URI order) that still need labelling
+    max_error_rate: float = 0.5
     relabel: bool = False
     decode_timeout: float = 120.0
     decode_retries: int = 2
     videos_per_task: int = 8  # decode tasks take a few videos each: Ray's per-task cost is ~10s of ms
     decode_tasks_per_cpu: int = 2  # a second task per core keeps it busy while Ray schedules the next
     extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
-    rows_per_file: int = 2000
+    commit_every: int = 2000  # rows per commit (also what a killed run can lose) ...
+    commit_interval_s: float = 60.0  # ... or this long since the last commit, whichever first
+    commit_timeout_s: float = 300.0  # a commit still failing after this long fails the run
     labels_file: str | None = None
     embeddings: bool = False
     probs: bool = False
     window_s: float | None = None
     stride_s: float | None = None
-    model_name: str | None = None  # shown in the `model` column; default "stam_<T>"
+    model_name: str | None = None  # the `model` column; default: release name or the checkpoint's own
     weights_sha256: str | None = None  # optional pin of the weights file
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+    allow_local_paths: bool = False  # local paths named by a manifest stored in S3
+    dry_run: bool = False
+    progress_interval_s: float = 30.0
+    heartbeat_s: float = 60.0
 
 
 @dataclass
@@ -79,21 +101,29 @@ class RunSummary:
     output_uri: str
     listed: int = 0
     skipped: int = 0
+    total: int = 0  # videos this run set out to label (the plan)
     ok: int = 0
     error: int = 0
     rows: int = 0
-    files: list[str] = field(default_factory=list)
+    commits: int = 0
+    lost: int = 0
     elapsed_s: float = 0.0
     error_kinds: dict[str, int] = field(default_factory=dict)
     error_examples: dict[str, str] = field(default_factory=dict)
     output_times: list[tuple[float, int]] = field(default_factory=list)  # (arrival, videos so far)
     placement: dict[str, dict[str, int]] = field(default_factory=dict)  # stage -> Ray node id -> clips
+    execution_started_at: float = 0.0  # the plan is ready: the dataset starts
+    dry_run: bool = False
+    first_uris: list[str] = field(default_factory=list)  # --dry-run: the first videos to label
+    estimated_decode_cpu_h: float = 0.0  # --dry-run
 
-    execution_started_at: float = 0.0  # Ray connected, videos listed: the dataset starts
+    @property
+    def files(self) -> list[str]:  # the old layout's per-file list; kept for callers that count it
+        return []
 
     @property
     def rate_from_start(self) -> float:
-        """Videos/s from the dataset's start to its last row: leaves out Ray start-up and listing.
+        """Videos/s from the dataset's start to its last row: leaves out Ray start-up and planning.
 
         It includes starting the workers and loading the model, a fixed cost per run; a rate
         over part of the run would not be cleaner, as clips decoded while the model loads
@@ -119,30 +149,54 @@ class RunSummary:
     def error_rate(self) -> float:
         return self.error / self.processed if self.processed else 0.0
 
-
-class JobError(Exception):
-    """The run cannot start or cannot finish; the message is one line for the user."""
+    def take_counts(self, counts: Counts) -> None:
+        self.ok, self.error, self.rows, self.commits = counts.ok, counts.error, counts.rows, counts.commits
+        self.error_kinds, self.error_examples = dict(counts.error_kinds), dict(counts.error_examples)
+        self.output_times, self.placement = counts.output_times, counts.placement
 
 
 ITEM_KEYS = ("video_uri", "source_size", "source_version", "segment_index", "num_segments", "start_s", "end_s")
 
 
+# ---- stage -1: plan rows -> work items ----------------------------------------------------
+def to_work_items(batch: pa.Table) -> dict[str, np.ndarray]:
+    """Plan rows (nullable Arrow) -> the stages' fixed-dtype columns."""
+    n = batch.num_rows
+    size = batch["source_size"].to_pylist()
+    return {
+        "video_uri": np.asarray(batch["video_uri"].to_pylist(), dtype=object),
+        "source_size": np.asarray([-1 if s is None else s for s in size], np.int64),
+        "source_version": np.asarray([v or "" for v in batch["source_version"].to_pylist()], dtype=object),
+        "segment_index": np.zeros(n, np.int32), "num_segments": np.ones(n, np.int32),
+        "start_s": np.full(n, -1.0), "end_s": np.full(n, -1.0),
+        "error": np.asarray([e or "" for e in batch["error"].to_pylist()], dtype=object),
+        "error_kind": np.asarray([k or "" for k in batch["error_kind"].to_pylist()], dtype=object),
+    }
+
+
 # ---- stage 0 (segment mode only): one work item per window ---------------------------------
 def expand_windows(batch: dict[str, np.ndarray], *, window: float, stride: float | None,
-                   timeout: float) -> dict[str, np.ndarray]:
+                   timeout: float, max_pixels: int | None) -> dict[str, np.ndarray]:
     from stam_core import VideoError, probe_video
+
+    from jobs.listing import local_path
 
     _lower_priority()
     out: dict[str, list] = collections.defaultdict(list)
     for i in range(len(batch["video_uri"])):
         item = {k: batch[k][i] for k in batch}
         try:
-            windows = plan_windows(probe_video(str(item["video_uri"]), timeout=timeout).duration_s, window, stride)
+            if item["error_kind"]:  # failed in listing: its one row is video-level
+                raise VideoError(str(item["video_uri"]), "")
+            probe = probe_video(local_path(str(item["video_uri"])), timeout=timeout, max_pixels=max_pixels)
+            windows = plan_windows(probe.duration_s, window, stride)
             if not windows:
                 raise VideoError(str(item["video_uri"]), "zero duration: nothing to window")
         except VideoError as exc:
             # Failed before windowing: one video-level error row carries the reason.
-            item.update(segment_index=VIDEO_LEVEL, error=str(exc), error_kind=exc.kind)
+            if not item["error_kind"]:
+                item.update(error=str(exc), error_kind=exc.kind)
+            item.update(segment_index=VIDEO_LEVEL)
             windows = [(-1.0, -1.0)]
         for k, (start, end) in enumerate(windows):
             row = dict(item)
@@ -154,8 +208,11 @@ def expand_windows(batch: dict[str, np.ndarray], *, window: float, stride: float
 
 
 # ---- stage 1: decode and sample (stateless, CPU) -----------------------------------------
-def decode_videos(batch: dict[str, np.ndarray], *, num_frames: int, timeout: float) -> dict[str, np.ndarray]:
+def decode_videos(batch: dict[str, np.ndarray], *, num_frames: int, timeout: float,
+                  max_pixels: int | None) -> dict[str, np.ndarray]:
     from stam_core import VideoError, read_clip
+
+    from jobs.listing import local_path
 
     _lower_priority()  # before read_clip starts its decode worker process, which inherits it
     n = len(batch["video_uri"])
@@ -168,8 +225,8 @@ def decode_videos(batch: dict[str, np.ndarray], *, num_frames: int, timeout: flo
             _append_decode(out, ok=False, error=str(batch["error"][i]), error_kind=str(batch["error_kind"][i]))
             continue
         try:
-            clip = read_clip(uri, num_frames, start=None if start < 0 else start,
-                             end=None if end < 0 else end, timeout=timeout)
+            clip = read_clip(local_path(uri), num_frames, start=None if start < 0 else start,
+                             end=None if end < 0 else end, timeout=timeout, max_pixels=max_pixels)
         except VideoError as exc:
             _append_decode(out, ok=False, error=str(exc), error_kind=exc.kind)
             continue
@@ -178,7 +235,8 @@ def decode_videos(batch: dict[str, np.ndarray], *, num_frames: int, timeout: flo
         _append_decode(out, ok=True, error="", error_kind="", duration_s=info.duration_s, fps=info.fps,
                        width=info.width, height=info.height, codec=info.codec, decoder=info.decoder,
                        frame_indices=np.asarray(clip.indices, np.int32),
-                       frame_timestamps=np.asarray(clip.timestamps, np.float64))
+                       frame_timestamps=np.asarray(clip.timestamps, np.float64),
+                       warnings="\n".join(getattr(clip, "warnings", ()) or ()))
     result = {k: np.asarray(v) for k, v in out.items() if k not in ("frame_indices", "frame_timestamps")}
     # Fixed dtypes and widths: Ray must be able to concatenate blocks from different tasks.
     result["frame_indices"] = _stack(out["frame_indices"], num_frames, np.int32)
@@ -202,11 +260,11 @@ def _node_id() -> str:
 
 
 def _append_decode(out, *, ok, error, error_kind, duration_s=np.nan, fps=np.nan, width=-1, height=-1,
-                   codec="", decoder="", frame_indices=None, frame_timestamps=None):
+                   codec="", decoder="", frame_indices=None, frame_timestamps=None, warnings=""):
     for key, value in (("ok", ok), ("error", error), ("error_kind", error_kind), ("duration_s", duration_s),
                        ("fps", fps), ("width", width), ("height", height), ("codec", codec),
                        ("decoder", decoder), ("frame_indices", frame_indices),
-                       ("frame_timestamps", frame_timestamps)):
+                       ("frame_timestamps", frame_timestamps), ("warnings", warnings)):
         out[key].append(value)
 
 
@@ -243,7 +301,9 @@ class Labeler:
                        "run_id": run_id, "mode": mode}
         self.embeddings, self.probs = embeddings, probs
         self.windowed = mode != "video"
-        log.info("model loaded on %s, precision %s", device, self.model.precision)
+        # Rows carry self.model.precision; the driver logs it once from the first batch.
+        log.info("model %s loaded on %s, precision %s (requested %s)", model_name, device,
+                 self.model.precision, precision)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         ok = batch["ok"].astype(bool)
@@ -282,6 +342,8 @@ class Labeler:
             "error": [None if k else str(e) for k, e in zip(ok, batch["error"])],
             "error_kind": [None if k else str(e) for k, e in zip(ok, batch["error_kind"])],
             "labels": rows["labels"], "scores": rows["scores"], "class_ids": rows["class_ids"],
+            "label": [v[0] if v else None for v in rows["labels"]],
+            "score": [float(v[0]) if v is not None and len(v) else None for v in rows["scores"]],
             "duration_s": _null_where(batch["duration_s"], ok),
             "fps": _null_where(batch["fps"], ok),
             "width": _null_where(batch["width"], ok), "height": _null_where(batch["height"], ok),
@@ -289,6 +351,7 @@ class Labeler:
             "frame_indices": [list(v) if k else None for k, v in zip(ok, batch["frame_indices"])],
             "frame_timestamps": [list(v) if k else None for k, v in zip(ok, batch["frame_timestamps"])],
             "decoder": _null_where(batch["decoder"], ok),
+            "warnings": [str(w).split("\n") if k and w else None for k, w in zip(ok, batch["warnings"])],
             "source_size": [None if s < 0 else int(s) for s in batch["source_size"]],
             "source_version": [str(v) or None for v in batch["source_version"]],
             "labelled_at": [now] * n,
@@ -328,178 +391,207 @@ def _segment_bounds(batch: dict[str, np.ndarray], ok: np.ndarray) -> tuple[list,
 
 # ---- the job -------------------------------------------------------------------------------
 def run_job(config: JobConfig) -> RunSummary:
-    import ray
-
+    """Plan, label and commit; raises JobError (cannot start), JobFailed, JobInterrupted."""
     import stam_core
 
     started = time.time()
     run_id = new_run_id()
-    table = LabelTable(config.output_uri)
-    table.check_writable()
-    table.remove_stale_temp_files()
-
-    # Validate the weights once on the driver: a bad file fails the run before any work.
-    try:
-        probe = stam_core.load_model(config.weights, device="cpu", precision="fp32", sha256=config.weights_sha256)
-    except (stam_core.CheckpointError, OSError, ValueError) as exc:
-        raise JobError(f"weights {config.weights!r}: {exc}") from exc
-    num_frames, num_classes, sha256 = probe.num_frames, probe.num_classes, probe.weights_sha256
-    embed_dim = probe.embed_dim
-    del probe
-    class_names = _class_names(config.labels_file, num_classes)
-    model_name = config.model_name or f"stam_{num_frames}"
+    table = LabelTable(config.output_uri, commit_timeout_s=config.commit_timeout_s)
     mode = _mode(config)
-
     try:
-        videos = list_videos(config.input_uri, config.extensions)
-    except storage.StorageError as exc:
+        if table.is_legacy():
+            raise JobError(f"{table.uri} holds a label table in the old layout (run_id=*/ folders); convert it "
+                           f"first with: stam-label migrate {config.output_uri}")
+        if not config.dry_run:
+            table.check_writable()
+            table.remove_stale_temp_files()
+    except StorageError as exc:
         raise JobError(str(exc)) from exc
-    if config.limit is not None:
-        videos = videos[: config.limit]
-    done = set() if config.relabel else table.done_keys(sha256, mode)
-    todo = [v for v in videos if (v.uri, v.version) not in done]
-    summary = RunSummary(run_id, config.output_uri, listed=len(videos), skipped=len(videos) - len(todo))
-    manifest = _manifest(config, run_id, sha256, model_name, mode, num_frames, started)
-    table.write_manifest(run_id, manifest)
-    log.info("run %s: %d videos listed, %d already labelled, %d to label", run_id, len(videos),
-             summary.skipped, len(todo))
+    try:
+        info = stam_core.read_checkpoint_info(config.weights, sha256=config.weights_sha256)
+    except (stam_core.CheckpointError, OSError, ValueError) as exc:
+        raise JobError(f"weights {redact_url(config.weights)!r}: {redact_url(str(exc))}") from exc
+    class_names = _class_names(config.labels_file, info.num_classes)
+    model_name = config.model_name or info.name
 
-    if todo:
-        _connect_ray(config.address)
-        items = _work_items(todo)
-        resources = ray.cluster_resources()
-        decode_args = {"num_cpus": 1 / config.decode_tasks_per_cpu, "max_retries": config.decode_retries}
-        if resources.get("stam_decode", 0) > 0:
-            # Keep decoding off the GPU nodes; stam_decode counts CPUs like num_cpus does.
-            decode_args["resources"] = {"stam_decode": decode_args["num_cpus"]}
-        decode_concurrency = config.decode_workers * config.decode_tasks_per_cpu if config.decode_workers else None
-        model_args = {"max_restarts": 2, "max_task_retries": 2}
-        if resources.get("GPU", 0) > 0:
-            model_args.update(num_gpus=config.gpus_per_worker, num_cpus=1)
-        else:
-            # Without GPUs the model timeshares the cores with decoding (its threads are set in
-            # Labeler); reserving CPUs for it would idle them whenever it waits for clips.
-            model_args["num_cpus"] = 0
+    _connect_ray(config.address)
+    summary = RunSummary(run_id, config.output_uri, dry_run=config.dry_run)
+    if config.dry_run:
+        return _dry_run(config, table, info, mode, run_id, summary, started)
 
-        ctx = ray.data.DataContext.get_current()
-        ctx.max_errored_blocks = -1  # failed blocks are reconciled into "lost" rows below
-        blocks = min(-(-len(items) // config.videos_per_task), 100_000)
-        ds = ray.data.from_items(items, override_num_blocks=blocks)
-        if config.window_s is not None:
-            ds = ds.map_batches(
-                expand_windows, batch_size=config.videos_per_task, concurrency=decode_concurrency, **decode_args,
-                fn_kwargs={"window": config.window_s, "stride": config.stride_s, "timeout": config.decode_timeout},
-            )
-        ds = ds.map_batches(
-            decode_videos, batch_size=config.videos_per_task,
-            fn_kwargs={"num_frames": num_frames, "timeout": config.decode_timeout},
-            concurrency=decode_concurrency, **decode_args,
-        )
-        ds = ds.map_batches(
-            Labeler, batch_size=config.batch_size, compute=ray.data.ActorPoolStrategy(size=config.model_workers),
-            fn_constructor_kwargs={
-                "weights": config.weights, "sha256": sha256, "precision": config.precision,
-                "top_k": config.top_k, "class_names": class_names, "model_name": model_name,
-                "run_id": run_id, "mode": mode, "embeddings": config.embeddings, "probs": config.probs,
-                "threads": config.model_threads,
-            },
-            **model_args,
-        )
-        video_level = VideoLevel(class_names, config.top_k) if config.window_s is not None else None
-        summary.execution_started_at = time.time()
-        _commit_stream(ds.iter_batches(batch_size=None, batch_format="pyarrow"), table, config, summary, items,
-                       video_level, embed_dim)
-
+    reap_dead_runs(table, run_id)
+    record = RunRecord(table, _record(config, run_id, info, model_name, mode, started),
+                       heartbeat_s=config.heartbeat_s).start()
+    schema = output_schema(info.embed_dim if config.embeddings else 0, config.probs)
+    committer = Committer(table, run_id=run_id, schema=schema, commit_every=config.commit_every,
+                          commit_interval_s=config.commit_interval_s,
+                          video_level=VideoLevel(class_names, config.top_k, config.embeddings)
+                          if config.window_s is not None else None)
+    try:
+        with _signals_interrupt():
+            try:
+                plan, work = planning.build(config, table, info.weights_sha256, mode, run_id)
+            except StorageError as exc:
+                raise JobError(str(exc)) from exc
+            summary.listed, summary.skipped, summary.total = plan.listed, plan.skipped, plan.total
+            record.update(plan={"listed": plan.listed, "skipped": plan.skipped, "to_label": plan.total,
+                                "path": plan.path})
+            log.info("run %s: %d videos listed, %d already labelled, %d to label", run_id, plan.listed,
+                     plan.skipped, plan.total)
+            if plan.total:
+                table.ensure_created(schema)
+                summary.execution_started_at = time.time()
+                _label(config, work, committer, info, class_names, model_name, run_id, mode, plan.total)
+                summary.lost = _reconcile(config, table, committer, plan, run_id, mode, started)
+    except KeyboardInterrupt:
+        _commit_what_is_done(committer)
+        summary.take_counts(committer.counts)
+        record.finish("interrupted", **_counts(summary), elapsed_s=time.time() - started)
+        raise JobInterrupted(f"interrupted: {summary.processed} videos committed in {config.output_uri} "
+                             f"(run {run_id}); rerun to label the rest") from None
+    except CommitError as exc:
+        summary.take_counts(committer.counts)
+        record.finish("failed", reason=str(exc), **_counts(summary), elapsed_s=time.time() - started)
+        raise JobFailed(str(exc)) from exc
+    except JobError as exc:
+        record.finish("failed", reason=str(exc), elapsed_s=time.time() - started)
+        raise
+    except Exception as exc:
+        record.finish("failed", reason=f"{type(exc).__name__}: {redact_url(str(exc))[:500]}",
+                      elapsed_s=time.time() - started)
+        raise
+    summary.take_counts(committer.counts)
     summary.elapsed_s = time.time() - started
-    manifest.update(_counts(summary), finished_at=_now(), status="completed", elapsed_s=summary.elapsed_s)
-    table.write_manifest(run_id, manifest)
+    record.finish("completed", **_counts(summary), elapsed_s=summary.elapsed_s)
     return summary
 
 
-def _commit_stream(batches, table: LabelTable, config: JobConfig, summary: RunSummary, items: list[dict],
-                   video_level: VideoLevel | None, embed_dim: int) -> None:
-    """Write rows as they arrive, whole files at a time; then turn what never came into rows."""
-    schema = output_schema(embed_dim if config.embeddings else 0, config.probs)
-    pending: list[pa.Table] = []
-    buffered = 0
-    seen: set[tuple[str, int]] = set()
+def _label(config: JobConfig, work, committer: Committer, info, class_names: list[str], model_name: str,
+           run_id: str, mode: str, total: int) -> None:
+    from jobs.progress import Progress
 
-    def add(rows: pa.Table) -> None:
-        nonlocal buffered
-        _count(summary, rows, VIDEO_LEVEL if video_level else 0)
-        pending.append(rows)
-        buffered += rows.num_rows
-        if buffered >= config.rows_per_file:
-            flush()
+    ds = _dataset(config, work, info, class_names, model_name, run_id, mode)
+    progress = Progress(total, interval_s=config.progress_interval_s)
+    committer.on_videos = lambda ok, error: progress.update(ok=ok, error=error)
+    logged_precision = False
+    with progress:
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            if not logged_precision and batch.num_rows:
+                log.info("model %s runs in %s (as the model actor reports)", model_name,
+                         next((p for p in batch["precision"].to_pylist() if p), "?"))
+                logged_precision = True
+            committer.add_model_rows(batch)
+        committer.finish_windows()
+        committer.flush()
 
-    def flush() -> None:
-        nonlocal buffered
-        if pending:
-            part = pa.concat_tables(pending)
-            summary.files.append(table.write_part(summary.run_id, len(summary.files), part))
-            pending.clear()
-            buffered = 0
 
-    for batch in batches:
-        keys = list(zip(batch["video_uri"].to_pylist(), batch["segment_index"].to_pylist()))
-        fresh = [k not in seen for k in keys]  # a retried task must not write a row twice
-        seen.update(keys)
-        batch = batch.filter(pa.array(fresh)) if not all(fresh) else batch
-        for stage in ("decode", "model"):
-            clips_on = summary.placement.setdefault(stage, {})
-            for node in batch[f"_{stage}_node"].to_pylist():
-                clips_on[node] = clips_on.get(node, 0) + 1
-        videos = video_level.add(batch) if video_level else []
-        add(batch.select(schema.names).cast(schema))
-        if videos:
-            add(pa.Table.from_pylist(videos, schema=schema))
-        summary.output_times.append((time.time(), summary.processed))
-    if video_level:
-        leftovers = video_level.flush()
-        if leftovers:
-            add(pa.Table.from_pylist(leftovers, schema=schema))
-    labelled = {uri for uri, _ in seen}
-    lost = [it for it in items if it["video_uri"] not in labelled]
+def _dataset(config: JobConfig, work, info, class_names, model_name: str, run_id: str, mode: str):
+    import ray
+
+    resources = ray.cluster_resources()
+    decode_args = {"num_cpus": 1 / config.decode_tasks_per_cpu, "max_retries": config.decode_retries}
+    if resources.get("stam_decode", 0) > 0:
+        # Keep decoding off the GPU nodes; stam_decode counts CPUs like num_cpus does.
+        decode_args["resources"] = {"stam_decode": decode_args["num_cpus"]}
+    decode_concurrency = config.decode_workers * config.decode_tasks_per_cpu if config.decode_workers else None
+    model_args = {"max_restarts": 2, "max_task_retries": 2}
+    if resources.get("GPU", 0) > 0:
+        model_args.update(num_gpus=config.gpus_per_worker, num_cpus=1)
+    else:
+        # Without GPUs the model timeshares the cores with decoding (its threads are set in
+        # Labeler); reserving CPUs for it would idle them whenever it waits for clips.
+        model_args["num_cpus"] = 0
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.max_errored_blocks = -1  # failed blocks are reconciled into "lost" rows at the end
+    ds = work.map_batches(to_work_items, batch_format="pyarrow", batch_size=config.videos_per_task)
+    if config.window_s is not None:
+        ds = ds.map_batches(
+            expand_windows, batch_size=config.videos_per_task, concurrency=decode_concurrency, **decode_args,
+            fn_kwargs={"window": config.window_s, "stride": config.stride_s, "timeout": config.decode_timeout,
+                       "max_pixels": config.max_pixels},
+        )
+    ds = ds.map_batches(
+        decode_videos, batch_size=config.videos_per_task,
+        fn_kwargs={"num_frames": info.num_frames, "timeout": config.decode_timeout, "max_pixels": config.max_pixels},
+        concurrency=decode_concurrency, **decode_args,
+    )
+    return ds.map_batches(
+        Labeler, batch_size=config.batch_size, compute=ray.data.ActorPoolStrategy(size=config.model_workers),
+        fn_constructor_kwargs={
+            "weights": config.weights, "sha256": info.weights_sha256, "precision": config.precision,
+            "top_k": config.top_k, "class_names": class_names, "model_name": model_name,
+            "run_id": run_id, "mode": mode, "embeddings": config.embeddings, "probs": config.probs,
+            "threads": config.model_threads,
+        },
+        **model_args,
+    )
+
+
+def _reconcile(config: JobConfig, table: LabelTable, committer: Committer, plan, run_id: str, mode: str,
+               started: float) -> int:
+    """Plan rows that produced no row (Ray gave up on their tasks) become "lost" error rows."""
+    if planning.committed_by_run(table, run_id, mode) >= plan.total:
+        return 0  # every planned video has a current row from this run: nothing lost, no join needed
+    missing = planning.lost(table, plan.path, run_id, mode, started)
+    lost = 0
+    for batch in missing.iter_batches(batch_size=config.commit_every, batch_format="pyarrow"):
+        committer.add(_lost_rows(batch, committer.schema, run_id, config))
+        lost += batch.num_rows
+    committer.flush()
     if lost:
-        log.warning("%d videos produced no row (their Ray tasks failed past retries)", len(lost))
-        add(_lost_rows(lost, schema, summary.run_id, config))
-    flush()
-    if items and len(lost) == len(items):
+        log.warning("%d videos produced no row (their Ray tasks failed past retries): recorded as 'lost'", lost)
+    if plan.total and lost == plan.total:
         # Not bad videos: the pipeline itself is broken (see the task errors above).
-        raise JobError(f"every Ray task failed; no video was labelled (run {summary.run_id}, see the log above)")
+        raise JobFailed(f"every Ray task failed; no video was labelled (run {run_id}, see the log above)")
+    return lost
 
 
-def _lost_rows(lost: list[dict], schema: pa.Schema, run_id: str, config: JobConfig) -> pa.Table:
+def _commit_what_is_done(committer: Committer) -> None:
+    try:
+        committer.flush()
+    except CommitError as exc:
+        log.error("could not commit the last rows before stopping: %s", exc)
+
+
+@contextmanager
+def _signals_interrupt():
+    """SIGTERM (a scheduler stopping the pod) is handled like Ctrl-C: commit, record, exit 130."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _dry_run(config: JobConfig, table: LabelTable, info, mode: str, run_id: str, summary: RunSummary,
+             started: float) -> RunSummary:
+    plan, work = planning.build(config, table, info.weights_sha256, mode, run_id, persist=False)
+    summary.listed, summary.skipped, summary.total = plan.listed, plan.skipped, plan.total
+    summary.first_uris = [] if work is None else [r["video_uri"] for r in work.take(10)]
+    summary.estimated_decode_cpu_h = plan.total * DECODE_CPU_S_PER_VIDEO / 3600
+    summary.elapsed_s = time.time() - started
+    return summary
+
+
+def _lost_rows(lost: pa.Table, schema: pa.Schema, run_id: str, config: JobConfig) -> pa.Table:
     now = dt.datetime.now(dt.timezone.utc)
-    level = 0 if config.window_s is None else VIDEO_LEVEL
+    level = 0 if config.window_s is None else -1
     return pa.Table.from_pylist([{
         "video_uri": it["video_uri"], "mode": _mode(config), "segment_index": level, "status": "error",
         "error": f"{it['video_uri']}: its Ray task failed {config.decode_retries + 1} times; no result",
-        "error_kind": "lost", "source_size": None if it["source_size"] < 0 else it["source_size"],
-        "source_version": it["source_version"] or None, "run_id": run_id, "labelled_at": now,
-    } for it in lost], schema=schema)
-
-
-def _count(summary: RunSummary, rows: pa.Table, video_level_index: int) -> None:
-    """Rows are counted as rows; ok/error count videos (their video-level row)."""
-    summary.rows += rows.num_rows
-    for index, status, kind, error in zip(rows["segment_index"].to_pylist(), rows["status"].to_pylist(),
-                                          rows["error_kind"].to_pylist(), rows["error"].to_pylist()):
-        if index != video_level_index:
-            continue
-        if status == "ok":
-            summary.ok += 1
-        else:
-            summary.error += 1
-            summary.error_kinds[kind] = summary.error_kinds.get(kind, 0) + 1
-            summary.error_examples.setdefault(kind, error)
-
-
-def _work_items(videos: list[VideoRef]) -> list[dict]:
-    return [{"video_uri": v.uri, "source_size": -1 if v.size is None else v.size,
-             "source_version": v.version or "", "segment_index": 0, "num_segments": 1,
-             "start_s": -1.0, "end_s": -1.0, "error": "", "error_kind": ""}
-            for v in videos]
+        "error_kind": "lost", "source_size": it["source_size"], "source_version": it["source_version"],
+        "run_id": run_id, "labelled_at": now,
+    } for it in lost.to_pylist()], schema=schema)
 
 
 def _mode(config: JobConfig) -> str:
@@ -518,48 +610,63 @@ def _class_names(labels_file: str | None, num_classes: int) -> list[str]:
     return names
 
 
+def redact_url(text: str) -> str:
+    """A URL without its query string and userinfo (presigned signatures, tokens, passwords)."""
+    import re
+
+    return re.sub(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^/\s@?#]*@)?([^\s?#]*)(?:[?#]\S*)?", r"\1\2", text)
+
+
 def _connect_ray(address: str | None) -> None:
     import ray
 
+    from jobs.logs import local_ray_auth_mode, quiet_ray
+
     if ray.is_initialized():
+        quiet_ray()
         return  # the caller's Ray (a notebook, a test): its workers already have their settings
     address = address or os.environ.get("RAY_ADDRESS")
-    env = storage.aws_settings()
-    # Only the names are logged: values may be credentials.
-    log.info("forwarding AWS settings to Ray workers: %s", ", ".join(sorted(env)) or "none")
-    runtime_env = {"env_vars": env} if env else None
+    if not address:
+        local_ray_auth_mode()
+    runtime_env = None
+    if address:
+        # A cluster: forward only non-secret settings; its nodes bring their own credentials.
+        env = {k: os.environ[k] for k in FORWARDED_AWS_SETTINGS if k in os.environ}
+        log.info("forwarding AWS settings to Ray workers: %s", ", ".join(sorted(env)) or "none")
+        runtime_env = {"env_vars": env} if env else None
     try:
         ray.init(address=address, runtime_env=runtime_env, include_dashboard=False, log_to_driver=True,
                  logging_level=logging.WARNING)
     except ConnectionError as exc:
         raise JobError(f"cannot reach Ray at {address}: {exc}") from exc
+    quiet_ray()
 
 
-def _manifest(config: JobConfig, run_id: str, sha256, model_name, mode, num_frames, started) -> dict:
+def _record(config: JobConfig, run_id: str, info, model_name: str, mode: str, started: float) -> dict:
     import ray
     import torch
 
     cfg = asdict(config)
     cfg["extensions"] = list(config.extensions)
+    cfg["weights"] = redact_url(config.weights)
+    cfg["input_uri"] = redact_url(config.input_uri)
+    cfg["output_uri"] = redact_url(config.output_uri)
     return {
         "run_id": run_id, "status": "running", "started_at": _iso(started), "config": cfg,
-        "model": model_name, "weights_sha256": sha256, "num_frames": num_frames, "mode": mode,
+        "model": model_name, "weights_sha256": info.weights_sha256, "num_frames": info.num_frames, "mode": mode,
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "ray": ray.__version__,
                      "pyarrow": pa.__version__},
-        "host": platform.node(),
+        "host": platform.node(), "pid": os.getpid(),
     }
 
 
 def _counts(summary: RunSummary) -> dict:
-    return {"counts": {"listed": summary.listed, "skipped": summary.skipped, "ok": summary.ok,
-                       "error": summary.error, "rows": summary.rows},
-            "error_kinds": summary.error_kinds, "files": summary.files, "placement": summary.placement,
+    return {"counts": {"listed": summary.listed, "skipped": summary.skipped, "to_label": summary.total,
+                       "ok": summary.ok, "error": summary.error, "rows": summary.rows, "lost": summary.lost,
+                       "commits": summary.commits},
+            "error_kinds": summary.error_kinds, "placement": summary.placement,
             "videos_per_s_from_dataset_start": summary.rate_from_start, "first_row_s": summary.first_row_s}
 
 
 def _iso(t: float) -> str:
     return dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat()
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat()

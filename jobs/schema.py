@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 
 BASE_FIELDS = [
@@ -17,6 +18,8 @@ BASE_FIELDS = [
     pa.field("labels", pa.list_(pa.string())),  # top-k class names, best first
     pa.field("scores", pa.list_(pa.float32())),  # their softmax probabilities, descending
     pa.field("class_ids", pa.list_(pa.int32())),
+    pa.field("label", pa.string()),  # labels[0], flat for SQL
+    pa.field("score", pa.float32()),  # scores[0]
     pa.field("duration_s", pa.float64()),
     pa.field("fps", pa.float64()),
     pa.field("width", pa.int32()),
@@ -25,6 +28,8 @@ BASE_FIELDS = [
     pa.field("frame_indices", pa.list_(pa.int32())),
     pa.field("frame_timestamps", pa.list_(pa.float64())),
     pa.field("decoder", pa.string()),
+    # What the decoder survived (e.g. "64 undecodable packets between 2.4 s and 7.5 s"); empty when clean.
+    pa.field("warnings", pa.list_(pa.string())),
     pa.field("source_size", pa.int64()),
     pa.field("source_version", pa.string()),  # "size:mtime_ns" at listing time
     pa.field("model", pa.string()),
@@ -37,14 +42,41 @@ BASE_FIELDS = [
 PROBS_FIELD = pa.field("probs", pa.list_(pa.float32()))
 
 # Error kinds worth another try on the next run; others are final for that source version.
-RETRYABLE_ERROR_KINDS = frozenset({"read_error", "timeout", "decoder_crash", "lost", "not_found"})
+RETRYABLE_ERROR_KINDS = frozenset({"read_error", "timeout", "decoder_crash", "lost", "not_found", "incomplete",
+                                   "out_of_memory"})
+# Error kinds that depend on the run's options (--max-pixels, --allow-local-paths): retried when
+# those options change, which the skip test sees through the run's option fingerprint.
+OPTION_ERROR_KINDS = frozenset({"too_large", "not_allowed"})
 
 
 def output_schema(embedding_dim: int = 0, probs: bool = False) -> pa.Schema:
     """The row schema; ``embedding_dim`` > 0 adds the embedding column (768 for STAM ViT-B)."""
     fields = list(BASE_FIELDS)
     if embedding_dim:
-        fields.append(pa.field("embedding", pa.list_(pa.float32(), embedding_dim)))
+        # A plain list: Delta Lake has no fixed-size list type; every row has embedding_dim values.
+        fields.append(pa.field("embedding", pa.list_(pa.float32())))
     if probs:
         fields.append(PROBS_FIELD)
     return pa.schema(fields)
+
+
+def with_flat_columns(data):
+    """Fill ``label``/``score`` from ``labels``/``scores`` (the one place they are derived).
+
+    A schema is returned with both fields present; a table gets both columns recomputed.
+    """
+    if isinstance(data, pa.Schema):
+        for name, type_ in (("label", pa.string()), ("score", pa.float32())):
+            if name not in data.names:
+                data = data.append(pa.field(name, type_))
+        return data
+    label, score = _first(data["labels"], pa.string()), _first(data["scores"], pa.float32())
+    for name, values in (("label", label), ("score", score.cast(pa.float32()))):
+        data = (data.set_column(data.schema.get_field_index(name), name, values) if name in data.column_names
+                else data.append_column(name, values))
+    return data
+
+
+def _first(lists, type_: pa.DataType):
+    lists = pc.if_else(pc.greater(pc.list_value_length(lists), 0), lists, pa.scalar(None, lists.type))
+    return pc.list_element(lists, 0) if len(lists) and lists.null_count < len(lists) else pa.nulls(len(lists), type_)

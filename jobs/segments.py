@@ -38,46 +38,72 @@ def plan_windows(duration: float, window: float, stride: float | None = None) ->
 
 
 class VideoLevel:
-    """Collects window rows per video on the driver and emits its video-level row when complete."""
+    """Holds a windowed video's rows on the driver until all its windows have arrived.
 
-    def __init__(self, class_names: list[str], top_k: int):
-        self.class_names, self.top_k = class_names, top_k
+    ``add`` returns the rows of the videos it completed: their window rows followed by the
+    video-level row, so a video is committed whole or not at all. ``flush`` ends the run:
+    videos some of whose windows never came back (their Ray tasks failed past retries) get an
+    error video-level row of kind ``incomplete`` naming the missing windows, never ``ok``.
+    """
+
+    def __init__(self, class_names: list[str], top_k: int, embeddings: bool = False):
+        self.class_names, self.top_k, self.embeddings = class_names, top_k, embeddings
         self.pending: dict[str, dict] = {}
 
     def add(self, rows: pa.Table) -> list[dict]:
-        """Feed window rows (with internal columns _num_segments, _probs); returns finished video rows."""
-        done = []
+        """Feed window rows (with internal columns _num_segments, _probs); returns finished videos' rows."""
+        done: list[dict] = []
         for row in rows.to_pylist():
             if row["segment_index"] == VIDEO_LEVEL:
-                continue  # the video failed before windowing: its one row is already video-level
-            state = self.pending.setdefault(row["video_uri"], {"rows": [], "expected": row["_num_segments"]})
-            state["rows"].append(row)
+                done.append(_public(row))  # failed before windowing: its one row is video-level
+                continue
+            state = self.pending.setdefault(row["video_uri"], {"rows": {}, "expected": row["_num_segments"]})
+            state["rows"][row["segment_index"]] = row  # a retried task's duplicate replaces the first
             if len(state["rows"]) >= state["expected"]:
-                done.append(self._finish(self.pending.pop(row["video_uri"])["rows"]))
+                done.extend(self._finish(self.pending.pop(row["video_uri"])))
         return done
 
     def flush(self) -> list[dict]:
-        """Videos some of whose windows never arrived: summarise what did."""
-        out = [self._finish(state["rows"]) for state in self.pending.values()]
+        """Rows of the videos some of whose windows never arrived."""
+        out = [row for state in self.pending.values() for row in self._finish(state)]
         self.pending.clear()
         return out
 
-    def _finish(self, rows: list[dict]) -> dict:
+    def _finish(self, state: dict) -> list[dict]:
+        rows = [state["rows"][k] for k in sorted(state["rows"])]
+        windows = [_public(r) for r in rows]
+        return windows + [self._video_row(rows, state["expected"])]
+
+    def _video_row(self, rows: list[dict], expected: int) -> dict:
         first = rows[0]
         ok = [r for r in rows if r["status"] == "ok"]
-        video = {k: v for k, v in first.items() if not k.startswith("_")}
+        video = _public(first)
         video.update(segment_index=VIDEO_LEVEL, segment_start_s=0.0, frame_indices=None, frame_timestamps=None,
-                     embedding=None, probs=None)
+                     embedding=None, probs=None, labels=None, scores=None, class_ids=None, warnings=None,
+                     labelled_at=max(r["labelled_at"] for r in rows))
+        missing = sorted(set(range(expected)) - {r["segment_index"] for r in rows})
+        if missing:
+            shown = ", ".join(map(str, missing[:20])) + (" ..." if len(missing) > 20 else "")
+            video.update(status="error", error_kind="incomplete",
+                         error=f"{first['video_uri']}: {len(missing)} of {expected} windows never came back "
+                               f"from their Ray tasks (windows {shown}); the next run labels the video again")
+            return video
         if not ok:
-            video.update(status="error", labels=None, scores=None, class_ids=None)
+            failed = rows[0]
+            video.update(status="error", error=failed["error"], error_kind=failed["error_kind"])
             return video
         mean = np.mean([r["_probs"] for r in ok], axis=0)
         top = np.argsort(-mean, kind="stable")[: self.top_k]
         duration = max((r["duration_s"] for r in ok if r["duration_s"] is not None), default=None)
         video.update(status="ok", error=None, error_kind=None, labels=[self.class_names[i] for i in top],
                      scores=mean[top].astype(np.float32).tolist(), class_ids=top.tolist(),
-                     segment_end_s=duration, duration_s=duration, probs=mean.astype(np.float32).tolist(),
-                     labelled_at=max(r["labelled_at"] for r in rows))
+                     segment_end_s=duration, duration_s=duration, probs=mean.astype(np.float32).tolist())
+        if self.embeddings:
+            video["embedding"] = np.mean([r["embedding"] for r in ok], axis=0).astype(np.float32).tolist()
         for key in ("fps", "width", "height", "codec", "decoder"):
             video[key] = ok[0][key]
         return video
+
+
+def _public(row: dict) -> dict:
+    return {k: v for k, v in row.items() if not k.startswith("_")}

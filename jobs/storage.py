@@ -10,6 +10,7 @@ import csv
 import io
 import os
 from dataclasses import dataclass
+from urllib.parse import quote, unquote_to_bytes
 
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -49,10 +50,56 @@ def aws_settings() -> dict[str, str]:
     return {k: os.environ[k] for k in AWS_SETTINGS if k in os.environ}
 
 
+def local_key(path: str | bytes, base: str | bytes | None = None) -> str:
+    """The one spelling of a local file as a ``video_uri``.
+
+    The path is made absolute (relative to ``base``, else the working directory) and
+    normalised (``os.path.normpath``). A path that is valid UTF-8 stays a plain absolute
+    path; any other (a name that is not UTF-8) becomes ``file://`` plus its raw bytes
+    percent-encoded, so no plain key ever starts with ``file://``. ``file://`` input is
+    decoded first, so both spellings of one file give one key.
+    """
+    if isinstance(path, str) and path.startswith("file://"):
+        raw = _file_uri_bytes(path)
+    else:
+        raw = os.fsencode(path)
+    if not raw.startswith(b"/"):
+        raw = os.path.join(os.fsencode(base) if base is not None else os.fsencode(os.getcwd()), raw)
+    raw = os.path.normpath(raw)
+    if raw.startswith(b"//"):  # normpath keeps a leading "//" (POSIX leaves it open); one file, one key
+        raw = b"/" + raw.lstrip(b"/")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "file://" + quote(raw, safe="/")
+
+
+def local_path(video_uri: str) -> str:
+    """What ``open()`` / ``stam_core.read_clip`` take for a ``video_uri``.
+
+    ``file://`` URIs (local names that are not UTF-8) become ``os.fsdecode`` of their
+    bytes (a str with surrogate escapes); plain paths and s3:// URIs pass through unchanged.
+    """
+    if video_uri.startswith("file://"):
+        return os.fsdecode(_file_uri_bytes(video_uri))
+    return video_uri
+
+
+def _file_uri_bytes(uri: str) -> bytes:
+    rest = uri[len("file://"):]
+    if rest.startswith("localhost/"):
+        rest = rest[len("localhost"):]
+    if not rest.startswith("/"):
+        raise StorageError(f"{uri}: a file:// URI needs an absolute path (file:///...)")
+    return unquote_to_bytes(rest)
+
+
 def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
-    """A filesystem and the path inside it for a local path or an s3:// URI."""
+    """A filesystem and the path inside it for a local path, a file:// URI or an s3:// URI."""
     if is_s3(uri):
         return s3_filesystem(), uri[len("s3://"):].rstrip("/")
+    if uri.startswith("file://"):
+        return pafs.LocalFileSystem(), local_path(uri)
     if "://" in uri:
         raise StorageError(f"{uri}: unsupported storage scheme (use a local path or s3://)")
     return pafs.LocalFileSystem(), os.path.abspath(uri)

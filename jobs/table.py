@@ -1,38 +1,54 @@
-"""The label table on storage and its commit protocol.
+"""The label table: a Delta Lake table under OUTPUT, plus run records beside it.
 
-Layout under OUTPUT (a folder or an s3:// prefix):
+    OUTPUT/_delta_log/...        the transaction log: every commit is a table version
+    OUTPUT/part-*.parquet        data files (clustered by video_uri; not partitioned)
+    OUTPUT/_runs/<run>.json      run records: configuration, counts, status, heartbeat
+    OUTPUT/_runs/<run>.plan/     the run's plan (the keys it set out to label), Parquet
 
-    run_id=<run>/part-00000.parquet   committed label rows (hive-partitioned by run)
-    _runs/<run>.json                  run manifest: configuration, versions, counts, timings
+The latest version holds exactly one row per (video_uri, segment_index): the current labels.
+Earlier versions are the history (``DeltaTable.history()``, time travel). Delta readers ignore
+``_``-prefixed paths, so the run records never show up as rows.
 
-Commit protocol: a data file is the unit of commit and appears whole or not at all: locally
-it is written to a hidden temp file and renamed; on S3 it is uploaded in one request, so the
-object only exists once complete. Rows are written by the driver only, after the model, in
-files of ``rows_per_file`` rows, so a killed run loses at most the rows it had not yet
-written, and every row that exists is complete. Hidden (``.``) and ``_`` paths are ignored by
-pyarrow's dataset reader, so ``pyarrow.dataset.dataset(OUTPUT, partitioning="hive")`` sees
-committed rows only.
+Commit protocol (``commit``): a batch of *whole videos* replaces those videos in one
+transaction (a merge that upserts each (video_uri, segment_index) and deletes the video's rows
+the batch does not have: stale windows when the window count or mode changed). Each commit
+records a Delta app transaction (app id = run id, version = the run's commit sequence);
+before every try the committer reads it back and skips a commit that already landed, so a
+retry after a lost response adds nothing. Conflicts with a concurrent writer are retried on a
+fresh snapshot; storage errors are retried with backoff for a bounded time.
 
-The table is append-only: relabelling a video (new weights, a changed file, --relabel, a
-retried error) adds a row, and the *current* row of a video is the one of its latest run.
-``read_current`` gives exactly one current row (or one set of segment rows) per video.
+Reading: through ``file_uris()`` and pyarrow, not ``to_pyarrow_table``/``to_pandas``: those
+made the process abort at exit in tests here (delta-rs #2184, apache/arrow #34314).
 """
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
+import logging
 import os
+import random
 import secrets
+import time
+from dataclasses import dataclass
+from urllib.parse import urlparse
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
-from jobs.schema import RETRYABLE_ERROR_KINDS
+from jobs.schema import RETRYABLE_ERROR_KINDS, with_flat_columns
 from jobs.storage import StorageError, resolve
+
+log = logging.getLogger("stam_label")
+
+TEMP_FILE_MAX_AGE_S = 3600  # a temp file this old belongs to no live write
+RUN_STALE_AFTER_S = 300  # a run whose heartbeat is older than this is dead
+KEY = ("video_uri", "segment_index")
+
+
+class CommitError(Exception):
+    """A commit still failing after its bounded retries."""
 
 
 def new_run_id() -> str:
@@ -40,12 +56,54 @@ def new_run_id() -> str:
     return f"{stamp}-{secrets.token_hex(3)}"
 
 
-class LabelTable:
-    def __init__(self, output_uri: str):
-        self.uri = output_uri.rstrip("/")
-        self.fs, self.root = resolve(output_uri)
+def delta_storage_options(uri: str) -> dict[str, str] | None:
+    """Non-secret S3 settings for delta-rs; credentials come from its own AWS chain."""
+    if not uri.startswith("s3://"):
+        return None
+    options = {"conditional_put": "etag"}  # safe concurrent commits on any S3-compatible store
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        options["AWS_ENDPOINT_URL"] = endpoint
+        if urlparse(endpoint).scheme == "http":
+            options["AWS_ALLOW_HTTP"] = "true"
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        options["AWS_REGION"] = region
+    return options
 
-    # ---- writing ---------------------------------------------------------------------
+
+@dataclass
+class CommitResult:
+    version: int | None  # the table version written; None when the commit had already landed
+    rows: int
+    rewritten_rows: int = 0  # rows copied into new files because their file held a replaced video
+    tries: int = 1
+
+
+class LabelTable:
+    def __init__(self, output_uri: str, *, commit_timeout_s: float = 300.0):
+        self.fs, self.root = resolve(output_uri)
+        self.uri = output_uri.rstrip("/") if output_uri.startswith("s3://") else self.root
+        self.storage_options = delta_storage_options(self.uri)
+        self.commit_timeout_s = commit_timeout_s
+
+    # ---- layout ----------------------------------------------------------------------
+    def exists(self) -> bool:
+        from deltalake import DeltaTable
+
+        return DeltaTable.is_deltatable(self.uri, storage_options=self.storage_options)
+
+    def is_legacy(self) -> bool:
+        """The first layout (``run_id=<run>/part-*.parquet``), which `stam-label migrate` converts."""
+        if self.exists():
+            return False
+        selector = pafs.FileSelector(self.root, allow_not_found=True)
+        try:
+            infos = self.fs.get_file_info(selector)
+        except OSError as exc:
+            raise StorageError(f"{self.uri}: cannot list output ({str(exc).splitlines()[0]})") from exc
+        return any(i.type == pafs.FileType.Directory and i.base_name.startswith("run_id=") for i in infos)
+
     def check_writable(self) -> None:
         """Fail before any work when OUTPUT cannot be written (bad bucket, no permission)."""
         probe = f"{self.root}/_runs/.probe-{secrets.token_hex(4)}"
@@ -55,16 +113,147 @@ class LabelTable:
         except OSError as exc:
             raise StorageError(f"{self.uri}: output is not writable ({str(exc).splitlines()[0]})") from exc
 
-    def write_part(self, run_id: str, seq: int, table: pa.Table) -> str:
-        buf = io.BytesIO()
-        pq.write_table(table, buf, compression="zstd")
-        path = f"{self.root}/run_id={run_id}/part-{seq:05d}.parquet"
-        self._put(path, buf.getvalue())
-        return path
+    def ensure_created(self, schema: pa.Schema) -> None:
+        from deltalake import DeltaTable
+        from deltalake.exceptions import DeltaError
 
-    def write_manifest(self, run_id: str, manifest: dict) -> None:
-        body = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
+        if self.exists():
+            return
+        try:
+            DeltaTable.create(self.uri, with_flat_columns(schema), mode="ignore", name="stam_labels",
+                              description="STAM video labels: one current row per (video_uri, segment_index)",
+                              storage_options=self.storage_options)
+        except (DeltaError, OSError) as exc:
+            if not self.exists():  # a concurrent run creating it first is fine
+                raise StorageError(f"{self.uri}: cannot create the label table ({_short(exc)})") from exc
+
+    # ---- committing ------------------------------------------------------------------
+    def commit(self, rows: pa.Table, *, run_id: str, seq: int) -> CommitResult:
+        """Replace the videos in ``rows`` (whole videos only) in one idempotent transaction."""
+        from deltalake.exceptions import CommitFailedError, DeltaError, DeltaProtocolError, SchemaMismatchError
+
+        rows = _last_per_key(with_flat_columns(rows)).sort_by([("video_uri", "ascending"),
+                                                               ("segment_index", "ascending")])
+        deadline = time.monotonic() + self.commit_timeout_s
+        delay, tries = 0.5, 0
+        while True:
+            tries += 1
+            try:
+                table = self._snapshot()
+                done = table.transaction_version(run_id)
+                if done is not None and done >= seq:
+                    return CommitResult(None, rows.num_rows, tries=tries)  # landed; its answer was lost
+                metrics = self._merge(table, rows, run_id, seq)
+                return CommitResult(self._snapshot().version(), rows.num_rows,
+                                    rewritten_rows=int(metrics.get("num_target_rows_copied", 0)), tries=tries)
+            except (SchemaMismatchError, DeltaProtocolError) as exc:
+                raise CommitError(f"{self.uri}: commit {seq} of run {run_id} refused: {_short(exc)}") from exc
+            except CommitFailedError as exc:
+                reason, wait = f"conflict with a concurrent commit ({_short(exc)})", random.uniform(0.05, 0.5)
+            except (DeltaError, OSError) as exc:
+                reason, wait = _short(exc), delay
+                delay = min(delay * 2, 30.0)
+            if time.monotonic() + wait > deadline:
+                raise CommitError(f"{self.uri}: commit {seq} of run {run_id} still failing after {tries} tries "
+                                  f"and {self.commit_timeout_s:.0f} s: {reason}")
+            log.warning("commit %d of run %s failed (%s); retrying in %.1f s", seq, run_id, reason, wait)
+            time.sleep(wait)
+
+    def _merge(self, table, rows: pa.Table, run_id: str, seq: int) -> dict:
+        from deltalake.transaction import CommitProperties, Transaction
+
+        videos = ", ".join(_sql_literal(u) for u in pc.unique(rows["video_uri"]).to_pylist())
+        merger = table.merge(
+            rows, predicate="t.video_uri = s.video_uri AND t.segment_index = s.segment_index",
+            source_alias="s", target_alias="t", merge_schema=True,
+            commit_properties=CommitProperties(app_transactions=[Transaction(run_id, seq)],
+                                               custom_metadata={"stam_label.run_id": run_id,
+                                                                "stam_label.commit": str(seq)}))
+        return (merger.when_matched_update_all().when_not_matched_insert_all()
+                # The replaced videos' rows the batch does not have (stale windows).
+                .when_not_matched_by_source_delete(predicate=f"t.video_uri IN ({videos})")
+                .execute())
+
+    def _snapshot(self):
+        from deltalake import DeltaTable
+
+        return DeltaTable(self.uri, storage_options=self.storage_options)
+
+    def snapshot(self):
+        """The latest version as a ``deltalake.DeltaTable`` (None when there is no table yet)."""
+        return self._snapshot() if self.exists() else None
+
+    # ---- reading ---------------------------------------------------------------------
+    def data_files(self) -> list[str]:
+        """The current version's Parquet files, as paths in ``self.fs``."""
+        table = self.snapshot()
+        if table is None:
+            return []
+        return [_fs_path(u) for u in table.file_uris()]
+
+    def schema(self) -> pa.Schema | None:
+        table = self.snapshot()
+        return None if table is None else pa.schema(table.schema().to_arrow())
+
+    def dataset(self) -> pads.Dataset | None:
+        """The current rows as a pyarrow dataset (older files get nulls for newer columns)."""
+        table = self.snapshot()
+        if table is None:
+            return None
+        schema = _plain_lists(pa.schema(table.schema().to_arrow()))
+        try:
+            return pads.dataset([_fs_path(u) for u in table.file_uris()], schema=schema, format="parquet",
+                                filesystem=self.fs)
+        except OSError as exc:
+            raise StorageError(f"{self.uri}: cannot read label table ({_short(exc)})") from exc
+
+    def read_current(self, columns: list[str] | None = None, filter=None) -> pa.Table | None:
+        """The current rows (one per video and segment), or None when nothing is committed yet."""
+        dataset = self.dataset()
+        if dataset is None:
+            return None
+        if columns is not None:
+            columns = [c for c in columns if c in dataset.schema.names]
+        try:
+            if filter is None:
+                return dataset.to_table(columns=columns)
+            # Filter after the scan: delta-rs writes string_view columns, and a filter on the
+            # physical column does not match a plain string literal.
+            wanted = None if columns is None else sorted(set(columns) | _fields(filter) & set(dataset.schema.names))
+            return dataset.to_table(columns=wanted).filter(filter).select(columns or dataset.schema.names)
+        except OSError as exc:
+            raise StorageError(f"{self.uri}: cannot read label table ({_short(exc)})") from exc
+
+    def done_keys(self, weights_sha256: str | None, mode: str) -> set[tuple[str, str]]:
+        """(video_uri, source_version) pairs a run with these weights can skip (small tables, tests)."""
+        table = self.read_current(list(DONE_COLUMNS), filter=done_filter(weights_sha256, mode))
+        if table is None:
+            return set()
+        return set(zip(table["video_uri"].to_pylist(), table["source_version"].to_pylist()))
+
+    # ---- run records -------------------------------------------------------------------
+    def write_run_record(self, run_id: str, record: dict) -> None:
+        body = json.dumps(record, indent=2, sort_keys=True, default=str).encode()
         self._put(f"{self.root}/_runs/{run_id}.json", body)
+
+    write_manifest = write_run_record  # the name the readers used before run records
+
+    def read_run_records(self) -> list[dict]:
+        selector = pafs.FileSelector(f"{self.root}/_runs", allow_not_found=True)
+        out = []
+        for info in self.fs.get_file_info(selector):
+            if info.type == pafs.FileType.File and info.path.endswith(".json"):
+                with self.fs.open_input_stream(info.path) as f:
+                    try:
+                        out.append(json.loads(f.read()))
+                    except ValueError:
+                        log.warning("%s: not a run record (invalid JSON); ignored", info.path)
+        return sorted(out, key=lambda m: m.get("started_at", ""))
+
+    read_manifests = read_run_records
+
+    def plan_path(self, run_id: str) -> str:
+        return f"{self.root}/_runs/{run_id}.plan"
 
     def _put(self, path: str, data: bytes) -> None:
         parent = path.rsplit("/", 1)[0]
@@ -81,76 +270,89 @@ class LabelTable:
             with self.fs.open_output_stream(path) as f:
                 f.write(data)
 
-    def remove_stale_temp_files(self) -> int:
-        """Temp files of killed runs: never read (hidden), removed to keep the prefix tidy."""
-        if not isinstance(self.fs, pafs.LocalFileSystem) or not os.path.isdir(self.root):
+    def remove_stale_temp_files(self, max_age_s: float = TEMP_FILE_MAX_AGE_S) -> int:
+        """Temp files of killed writers, older than any live write could be (another run may be
+        between its write and its rename right now)."""
+        folder = f"{self.root}/_runs"
+        if not isinstance(self.fs, pafs.LocalFileSystem) or not os.path.isdir(folder):
             return 0
-        removed = 0
-        for dirpath, _dirs, files in os.walk(self.root):
-            for name in files:
-                if name.startswith(".") and name.endswith(".tmp"):
-                    os.remove(os.path.join(dirpath, name))
-                    removed += 1
+        removed, now = 0, time.time()
+        for entry in os.scandir(folder):
+            if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+                try:
+                    if now - entry.stat().st_mtime > max_age_s:
+                        os.remove(entry.path)
+                        removed += 1
+                except FileNotFoundError:
+                    pass  # its writer renamed or removed it meanwhile
         return removed
 
-    # ---- reading ---------------------------------------------------------------------
-    def read_all(self, columns: list[str] | None = None) -> pa.Table | None:
-        """Every committed row (all runs), or None when nothing is committed yet."""
-        # A listing of the prefix, not a HEAD of it: least-privilege S3 policies allow only that.
-        selector = pafs.FileSelector(self.root, recursive=True, allow_not_found=True)
-        try:
-            files = [i.path for i in self.fs.get_file_info(selector)
-                     if i.type == pafs.FileType.File and i.path.endswith(".parquet")
-                     and not any(part.startswith((".", "_")) for part in i.path[len(self.root):].split("/"))]
-            if not files:
-                return None
-            dataset = pads.dataset(sorted(files), filesystem=self.fs, format="parquet",
-                                   partitioning=pads.partitioning(flavor="hive"), partition_base_dir=self.root)
-            return dataset.to_table(columns=columns)
-        except OSError as exc:
-            raise StorageError(f"{self.uri}: cannot read label table ({str(exc).splitlines()[0]})") from exc
 
-    def read_current(self, columns: list[str] | None = None) -> pa.Table | None:
-        """Exactly the rows of each video's latest run."""
-        wanted = None if columns is None else sorted(set(columns) | {"video_uri", "run_id", "labelled_at"})
-        table = self.read_all(wanted)
-        if table is None or table.num_rows == 0:
-            return table
-        return latest_rows(table).select(columns) if columns else latest_rows(table)
-
-    def read_manifests(self) -> list[dict]:
-        selector = pafs.FileSelector(f"{self.root}/_runs", allow_not_found=True)
-        out = []
-        for info in self.fs.get_file_info(selector):
-            if info.path.endswith(".json"):
-                with self.fs.open_input_stream(info.path) as f:
-                    out.append(json.loads(f.read()))
-        return sorted(out, key=lambda m: m.get("started_at", ""))
-
-    def done_keys(self, weights_sha256: str | None, mode: str) -> set[tuple[str, str]]:
-        """(video_uri, source_version) pairs a new run with these weights can skip."""
-        columns = ["video_uri", "source_version", "weights_sha256", "status", "error_kind", "mode"]
-        table = self.read_current(columns)
-        if table is None:
-            return set()
-        done = set()
-        for row in table.to_pylist():
-            if row["weights_sha256"] != weights_sha256 or row["mode"] != mode:
-                continue
-            if row["status"] == "error" and row["error_kind"] in RETRYABLE_ERROR_KINDS:
-                continue
-            done.add((row["video_uri"], row["source_version"]))
-        return done
+DONE_COLUMNS = ("video_uri", "source_version")
 
 
-def latest_rows(table: pa.Table) -> pa.Table:
-    """Keep, per video, the rows of the run that labelled it last (ties: the larger run_id)."""
-    runs = table.select(["video_uri", "labelled_at", "run_id"])
-    newest = runs.group_by("video_uri").aggregate([("labelled_at", "max")])
-    newest = newest.rename_columns(["video_uri", "labelled_at"])
-    latest = runs.join(newest, keys=["video_uri", "labelled_at"], join_type="inner")
-    latest = latest.group_by("video_uri").aggregate([("run_id", "max")]).rename_columns(["video_uri", "run_id"])
-    # Filter rather than join the full table: Arrow's hash join does not carry list columns.
-    key = pc.binary_join_element_wise(table["video_uri"], table["run_id"], "\x00")
-    latest_key = pc.binary_join_element_wise(latest["video_uri"], latest["run_id"], "\x00")
-    return table.filter(pc.is_in(key, value_set=latest_key))
+def done_filter(weights_sha256: str | None, mode: str) -> pc.Expression:
+    """Current video-level rows that a run with these weights and mode need not redo.
+
+    Same weights and mode, and either ok or an error that is final for that source version.
+    The caller joins on (video_uri, source_version), so a changed file is labelled again.
+    """
+    level = 0 if mode == "video" else -1
+    final = (pc.field("status") == "ok") | ~pc.field("error_kind").isin(sorted(RETRYABLE_ERROR_KINDS))
+    return ((pc.field("weights_sha256") == (weights_sha256 or "")) & (pc.field("mode") == mode)
+            & (pc.field("segment_index") == level) & final & pc.field("source_version").is_valid())
+
+
+def _last_per_key(rows: pa.Table) -> pa.Table:
+    """One row per (video_uri, segment_index): a retried Ray task may deliver a row twice."""
+    if rows.num_rows < 2:
+        return rows
+    indexed = rows.append_column("_i", pa.array(range(rows.num_rows), pa.int64()))
+    last = indexed.group_by(list(KEY)).aggregate([("_i", "max")])["_i_max"]
+    if len(last) == rows.num_rows:
+        return rows
+    return rows.take(pc.sort_indices(last))
+
+
+def _plain_lists(schema: pa.Schema) -> pa.Schema:
+    """The table's schema with plain Arrow types (delta-rs writes string_view; readers want string)."""
+    return pa.schema([f.with_type(plain_type(f.type)) for f in schema], metadata=schema.metadata)
+
+
+def plain_type(type_: pa.DataType) -> pa.DataType:
+    if pa.types.is_string_view(type_) or pa.types.is_large_string(type_):
+        return pa.string()
+    if pa.types.is_binary_view(type_) or pa.types.is_large_binary(type_):
+        return pa.binary()
+    if pa.types.is_list(type_) or pa.types.is_large_list(type_) or pa.types.is_list_view(type_) \
+            or pa.types.is_fixed_size_list(type_):
+        return pa.list_(type_.value_field.with_type(plain_type(type_.value_type)))
+    return type_
+
+
+def plain(table: pa.Table) -> pa.Table:
+    """A table read from the data files, with plain Arrow types (see plain_type)."""
+    return table.cast(_plain_lists(table.schema))
+
+
+def _fields(expression: pc.Expression) -> set[str]:
+    import re
+
+    return set(re.findall(r"\b([a-z_][a-z0-9_]*)\b", str(expression)))
+
+
+def _sql_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _fs_path(uri: str) -> str:
+    if uri.startswith("s3://"):
+        return uri[len("s3://"):]
+    if uri.startswith("file://"):
+        return urlparse(uri).path
+    return uri
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]

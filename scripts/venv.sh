@@ -11,6 +11,6 @@ want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 have=$(cat .venv/.stamp 2>/dev/null || true)
 if [ "$want" != "$have" ]; then
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[test]'
+  .venv/bin/pip install -q -e '.[test,demo]'
   echo "$want" > .venv/.stamp
 fi

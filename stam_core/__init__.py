@@ -9,20 +9,26 @@ Knows nothing of Ray, S3 clients or the command line; import it in a notebook to
 """
 from stam_core.classes import KINETICS400_CLASSES, read_class_names
 from stam_core.errors import (
+    DEFAULT_MAX_PIXELS,
     CheckpointError,
     StamError,
+    VideoCorruptError,
     VideoDecoderCrash,
     VideoError,
     VideoFormatError,
+    VideoNotAVideoError,
     VideoNotFoundError,
+    VideoOutOfMemoryError,
     VideoReadError,
     VideoTimeoutError,
+    VideoTooLargeError,
 )
 # The model and weights modules import torch; they load on first use so that decoding (and
 # its worker process, which imports stam_core) starts fast and small.
 _LAZY = {
     "MODEL_CONFIGS": "model", "STAM": "model", "STAMConfig": "model", "clips_to_tensor": "model",
     "create_model": "model", "load_model": "model", "save_checkpoint": "model",
+    "CheckpointInfo": "model", "read_checkpoint_info": "model",
     "RELEASES": "weights", "Release": "weights", "file_sha256": "weights", "resolve_weights": "weights",
 }
 
@@ -50,6 +56,11 @@ __all__ = [
     "VideoReadError",
     "VideoTimeoutError",
     "VideoDecoderCrash",
+    "VideoTooLargeError",
+    "VideoOutOfMemoryError",
+    "VideoNotAVideoError",
+    "VideoCorruptError",
+    "DEFAULT_MAX_PIXELS",
     "Clip",
     "ClipInfo",
     "probe_video",
@@ -60,6 +71,8 @@ __all__ = [
     "create_model",
     "load_model",
     "save_checkpoint",
+    "CheckpointInfo",
+    "read_checkpoint_info",
     "clips_to_tensor",
     "RELEASES",
     "Release",

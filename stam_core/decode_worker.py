@@ -17,9 +17,21 @@ the byte ranges the decoder needs are read. The time limit covers those reads to
 can only be checked between them: a read that blocks inside the file object blocks the
 caller.
 
+Memory: each call carries a memory limit (``decode_memory_limit(max_pixels)`` unless the
+caller gives one), which the worker sets as its soft RLIMIT_DATA while it decodes and lifts
+before it replies. RLIMIT_DATA, not RLIMIT_AS: it counts the heap and private writable
+mappings (what decoding commits), not address space merely reserved (glibc arenas, shared
+libraries), which is 2x the worker's real use at rest and grows with the machine's cores.
+Allocations past the limit fail inside the worker and come back as ``VideoOutOfMemoryError``
+(``stam_core.video._translate_errors`` recognises them in all their forms); the worker is
+then replaced, as after a timeout. A worker killed by SIGKILL that the caller did not send
+(the kernel's or a cgroup's out-of-memory killer) is reported as out of memory too.
+Measurements and the formula: docs/decoding.md ("Memory").
+
 The worker dies with its parent (PR_SET_PDEATHSIG on Linux; it also exits when the socket
 to the parent closes). Test hook: with ``STAM_DECODE_TEST_FAULT=hang`` (spin holding the
-GIL) or ``=crash`` (SIGSEGV) in the caller's environment, the worker misbehaves on purpose.
+GIL), ``=crash`` (SIGSEGV) or ``=oom_kill`` (SIGKILL, as the out-of-memory killer sends) in
+the caller's environment, the worker misbehaves on purpose.
 """
 from __future__ import annotations
 
@@ -39,13 +51,30 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from stam_core.errors import VideoDecoderCrash, VideoError, VideoTimeoutError
+from stam_core.errors import VideoDecoderCrash, VideoError, VideoOutOfMemoryError, VideoTimeoutError
 
 log = logging.getLogger(__name__)
 
 STARTUP_TIMEOUT = 60.0  # a cold start on a loaded machine; not part of any call's limit
 FAULT_ENV = "STAM_DECODE_TEST_FAULT"
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+
+# decode_memory_limit: RLIMIT_DATA = BASE + PER_PIXEL x max_pixels, from the measurements in
+# docs/decoding.md ("Memory"). Measured need of 8-bit 4:2:0 H.264 with 4 reference frames and
+# B-frames: about 90 MiB + 19.5 bytes per coded pixel (248 MiB at 4K, 752 MiB at 8K). BASE
+# covers the worker at rest (53 MiB of data) and the fixed part with room; PER_PIXEL is 2.5x
+# the 8-bit need: 10-bit pictures take twice the bytes, and level 6.2 allows 6 reference
+# pictures at 8K where the measured files had 4.
+MEMORY_BASE = 256 << 20
+MEMORY_PER_PIXEL = 48
+
+
+def decode_memory_limit(max_pixels: int | None) -> int | None:
+    """Bytes of data (RLIMIT_DATA) a decode worker may use when pictures have up to
+    ``max_pixels`` pixels; None (no limit) when ``max_pixels`` is None."""
+    if max_pixels is None:
+        return None
+    return MEMORY_BASE + MEMORY_PER_PIXEL * int(max_pixels)
 
 
 # ---- parent side -------------------------------------------------------------------------
@@ -55,6 +84,10 @@ class _Worker:
         parent_end, child_end = socket.socketpair()
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+        # The worker does no linear algebra, but numpy's OpenBLAS starts a thread per core at
+        # import, each with ~41 MB of private memory (measured): 2.6 GB on 64 cores, all of it
+        # counted by the memory limit. One thread.
+        env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
         cmd = [sys.executable, "-m", "stam_core.decode_worker", str(child_end.fileno())]
         try:
             # Started from a thread that lives as long as the process: PR_SET_PDEATHSIG fires
@@ -81,7 +114,7 @@ class _Worker:
         try:
             self.conn.send(message)
         except OSError:  # it died since the last call
-            raise VideoDecoderCrash(name, f"the decoder process died ({self._death()})") from None
+            raise self._died(name) from None
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self.conn.poll(remaining):
@@ -90,7 +123,7 @@ class _Worker:
             try:
                 reply = self.conn.recv()
             except (EOFError, ConnectionResetError):
-                raise VideoDecoderCrash(name, f"the decoder process died ({self._death()})") from None
+                raise self._died(name) from None
             kind = reply[0]
             if kind == "read":  # the worker reads a file object through us
                 self.conn.send(_serve_read(fileobj, reply[1], reply[2]))
@@ -110,6 +143,15 @@ class _Worker:
             self.proc.kill()
         self.proc.wait()
         self.conn.close()
+
+    def _died(self, name: str) -> VideoError:
+        death = self._death()
+        if self.proc.returncode == -signal.SIGKILL:
+            # Only timeouts make us kill the worker, and those never get here: SIGKILL came
+            # from the kernel's or a cgroup's out-of-memory killer (or an operator).
+            return VideoOutOfMemoryError(name, f"the decoder process was killed ({death}), most likely for "
+                                               "using too much memory")
+        return VideoDecoderCrash(name, f"the decoder process died ({death})")
 
     def _death(self) -> str:
         try:
@@ -138,8 +180,10 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def call(op: str, source: Any, timeout: float, *, filesystem: Any = None, **kwargs) -> Any:
-    """Run ``op`` ("read_clip" or "probe_video") on ``source`` in the worker, within ``timeout`` s."""
+def call(op: str, source: Any, timeout: float, *, filesystem: Any = None, memory_limit: int | None = None,
+         **kwargs) -> Any:
+    """Run ``op`` ("read_clip" or "probe_video") on ``source`` in the worker, within ``timeout`` s
+    and, unless ``memory_limit`` is None, ``memory_limit`` bytes of data (RLIMIT_DATA)."""
     from stam_core.video import source_name
 
     global _worker
@@ -148,7 +192,7 @@ def call(op: str, source: Any, timeout: float, *, filesystem: Any = None, **kwar
     # S3 settings are read per call: the worker may predate them (credentials rotate, tests
     # start local servers).
     aws = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
-    message = ("call", op, spec, kwargs, name, aws, os.environ.get(FAULT_ENV))
+    message = ("call", op, spec, kwargs, name, aws, os.environ.get(FAULT_ENV), memory_limit)
     with _lock:
         if _worker is None or not _worker.alive():
             if _worker is not None:
@@ -162,8 +206,10 @@ def call(op: str, source: Any, timeout: float, *, filesystem: Any = None, **kwar
             return worker.request(message, name, timeout, fileobj)
         except BaseException as exc:
             # A bad video leaves the worker fine. After a timeout or a crash it is dead; after
-            # an interruption (Ctrl-C, a failing file object) it may be mid-reply: replace it.
-            if not isinstance(exc, VideoError) or isinstance(exc, (VideoTimeoutError, VideoDecoderCrash)):
+            # an interruption (Ctrl-C, a failing file object) it may be mid-reply; after running
+            # out of memory its heap may be left fragmented and large: replace it.
+            if not isinstance(exc, VideoError) or isinstance(
+                    exc, (VideoTimeoutError, VideoDecoderCrash, VideoOutOfMemoryError)):
                 worker.kill()
                 _worker = None
             raise
@@ -249,6 +295,18 @@ def _misbehave(fault: str | None) -> None:
         re.match(r"(a+)+$", "a" * 64 + "b")
     elif fault == "crash":
         os.kill(os.getpid(), signal.SIGSEGV)
+    elif fault == "oom_kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _limit_memory(limit: int | None) -> None:
+    """Set (or, with None, lift) the soft data limit. The hard limit is left alone, so the
+    worker can always raise the soft one again for the next call."""
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_DATA)[1]
+    soft = hard if limit is None else (limit if hard == resource.RLIM_INFINITY else min(limit, hard))
+    resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
 
 
 def main(fd: int) -> None:
@@ -261,7 +319,7 @@ def main(fd: int) -> None:
     conn.send(("ready", os.getpid()))
     while True:
         try:
-            _, op, spec, kwargs, name, aws, fault = conn.recv()
+            _, op, spec, kwargs, name, aws, fault, memory_limit = conn.recv()
         except EOFError:
             return  # the parent is gone
         for key in [k for k in os.environ if k.startswith("AWS_") and k not in aws]:
@@ -276,9 +334,16 @@ def main(fd: int) -> None:
                 kwargs["filesystem"] = pickle.loads(spec[2]) if spec[2] is not None else None
             else:
                 source = spec[1]
-            reply = ("ok", ops[op](source, name=name, **kwargs))
+            _limit_memory(memory_limit)
+            try:
+                reply = ("ok", ops[op](source, name=name, **kwargs))
+            finally:
+                # Replying (pickling 2.4 MB of frames) is not decoding: never fail it for memory.
+                _limit_memory(None)
         except VideoError as exc:
             reply = ("error", type(exc).__name__, exc.source, exc.reason)
+        except MemoryError as exc:  # outside the readers' own translation (e.g. opening a source)
+            reply = ("error", VideoOutOfMemoryError.__name__, name, f"out of memory ({exc or type(exc).__name__})")
         except Exception as exc:  # anything else is reported to the caller; the worker carries on
             reply = ("failed", f"{type(exc).__name__}: {exc}", traceback.format_exc())
         conn.send(reply)

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from stam_core.errors import VideoFormatError
+from stam_core.errors import DEFAULT_MAX_PIXELS, VideoFormatError
 from stam_core.frames import _Plan, to_model_input
 from stam_core.pyav_reader import _PyAVReader
 from stam_core.video import Clip, Source, _open_input
@@ -24,13 +24,14 @@ class _DecordReader:
     orientation PyAV reads from the container is applied.
     """
 
-    def __init__(self, name: str, source: Source, filesystem: Any):
-        self.name, self.source, self.filesystem = name, source, filesystem
+    def __init__(self, name: str, source: Source, filesystem: Any, max_pixels: int | None = DEFAULT_MAX_PIXELS):
+        self.name, self.source, self.filesystem, self.max_pixels = name, source, filesystem, max_pixels
 
     def sample(self, num_frames: int, start: float | None, end: float | None) -> Clip:
         import decord
 
-        with _PyAVReader(self.name, self.source, self.filesystem) as probe:
+        # The PyAV probe applies max_pixels and the still-picture check before decord opens it.
+        with _PyAVReader(self.name, self.source, self.filesystem, self.max_pixels) as probe:
             orient = probe._first_orientation()
             if orient.flipped:  # decord's FFmpeg 4 reads the angle only
                 raise VideoFormatError(self.name, "decord cannot show a mirrored picture; use decoder='pyav'")

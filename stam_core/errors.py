@@ -1,4 +1,14 @@
-"""Typed errors of stam_core. The job turns each into an error row; none is caught bare."""
+"""Typed errors of stam_core. The job turns each into an error row; none is caught bare.
+
+``VideoError.kind`` is the error row's ``error_kind``. Which kinds are worth another try on
+a later run (a different machine, more memory, storage back up) and which are properties of
+the file itself is listed in docs/decoding.md ("Bad input").
+"""
+
+# The largest picture read_clip/probe_video accept by default: 8K UHD (8192x4320 is DCI 8K,
+# the largest common production size). Larger streams are rejected from the header, before
+# any frame is decoded; the decode worker's memory limit is derived from this number.
+DEFAULT_MAX_PIXELS = 8192 * 4320
 
 
 class StamError(Exception):
@@ -34,6 +44,36 @@ class VideoFormatError(VideoError):
     """Not a video, no video stream, unsupported codec or no decodable frame."""
 
     kind = "format_error"
+
+
+class VideoTooLargeError(VideoFormatError):
+    """The stream's coded picture (width x height from the header) exceeds ``max_pixels``.
+
+    Raised before any frame is decoded. A subclass of VideoFormatError: the file is not
+    something this reader accepts, whatever the machine.
+    """
+
+    kind = "too_large"
+
+
+class VideoNotAVideoError(VideoFormatError):
+    """A still image (JPEG, PNG, GIF, ...) in a video's clothing: a single-image codec with one frame."""
+
+    kind = "not_a_video"
+
+
+class VideoCorruptError(VideoFormatError):
+    """Too many packets the decoder rejects: what decodes is not a faithful sample of the video
+    (the rule is in docs/decoding.md). Lighter damage is reported in ``Clip.warnings``."""
+
+    kind = "corrupt"
+
+
+class VideoOutOfMemoryError(VideoError):
+    """Decoding needed more memory than the decode worker may use (or the process was killed
+    for memory). A property of the machine and the limit, not only of the file: retryable."""
+
+    kind = "out_of_memory"
 
 
 class VideoTimeoutError(VideoError):

@@ -39,7 +39,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from stam_core.errors import CheckpointError
-from stam_core.weights import check_sha256, locate, release_pin
+from stam_core.weights import RELEASES, check_sha256, file_sha256, locate, release_pin
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,10 @@ def create_model(name_or_config: Union[str, STAMConfig], **overrides: int) -> ST
         raise ValueError(f"unknown STAM model {name_or_config!r}; known: {', '.join(MODEL_CONFIGS)}")
     if overrides:
         config = dataclasses.replace(config, **overrides)
-    return STAM(config).eval()
+    model = STAM(config).eval()
+    if isinstance(name_or_config, str) and not overrides:
+        model.name = name_or_config  # save_checkpoint stores it: the provenance of what was trained
+    return model
 
 
 # ---------------------------------------------------------------------------------------
@@ -256,7 +259,8 @@ def save_checkpoint(model: STAM, path: Union[str, "os.PathLike[str]"]) -> Path:
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save({"model": state, "config": dataclasses.asdict(model.config)}, f)
+            torch.save({"model": state, "config": dataclasses.asdict(model.config),
+                        "name": getattr(model, "name", None)}, f)
         os.chmod(tmp_name, 0o644)  # mkstemp makes 0600; weights are not secrets
         os.replace(tmp_name, path)
     finally:
@@ -299,6 +303,44 @@ def load_model(weights: Union[str, "os.PathLike[str]"], *, device: Union[str, to
     log.info("loaded STAM from %s: %d frames, %d classes, embed %d, sha256 %s, %s on %s",
              path, model.num_frames, model.num_classes, model.embed_dim, digest[:12], model.precision, model.device)
     return model
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointInfo:
+    """What the driver needs to know about weights, read without building the model."""
+
+    name: str  # release name, else the name save_checkpoint stored, else the file's stem
+    num_frames: int
+    num_classes: int
+    embed_dim: int
+    weights_sha256: str
+    path: str
+
+
+def read_checkpoint_info(weights: Union[str, "os.PathLike[str]"], *, sha256: Optional[str] = None) -> CheckpointInfo:
+    """Metadata of a checkpoint, validated like load_model does, with its tensors memory-mapped.
+
+    No model is built: the network is checked on the meta device, and the weights' bytes are
+    hashed in chunks, so the driver's memory does not grow with the model.
+    """
+    pin = release_pin(weights, sha256)
+    path, _ = locate(weights, pin)
+    digest = file_sha256(path)
+    check_sha256(path, digest, pin)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, IndexError, ValueError, TypeError,
+            OSError):
+        obj = None  # whatever it is, _read_checkpoint names the reason exactly
+    if obj is None or not isinstance(obj, dict) or "model" not in obj:
+        state, stored = _read_checkpoint(path.read_bytes(), path)
+        stored_name = None
+    else:
+        state, stored, stored_name = _strip_wrappers(obj["model"], path), obj.get("config"), obj.get("name")
+    config, _mapped, _unexpected = _check_state(state, stored, path)
+    release = os.fspath(weights) if os.fspath(weights) in RELEASES else None
+    name = release or (stored_name if isinstance(stored_name, str) and stored_name else Path(path).stem)
+    return CheckpointInfo(name, config.num_frames, config.num_classes, config.embed_dim, digest, str(path))
 
 
 def _sha256_bytes(data: bytes) -> str:
@@ -421,7 +463,9 @@ def _count_layers(state: dict[str, torch.Tensor], prefix: str) -> int:
     return max(indices) + 1 if indices else 0
 
 
-def _model_from_state(state: dict[str, torch.Tensor], stored_config: Optional[dict], path: Path) -> STAM:
+def _check_state(state: dict[str, torch.Tensor], stored_config: Optional[dict],
+                 path: Path) -> tuple[STAMConfig, dict[str, torch.Tensor], list[str]]:
+    """(config, tensors by module name, unexpected official keys); raises CheckpointError."""
     config = _infer_config(state, stored_config, path)
     # Built on the meta device: no time spent initialising weights that are replaced next.
     with torch.device("meta"):
@@ -452,6 +496,13 @@ def _model_from_state(state: dict[str, torch.Tensor], stored_config: Optional[di
         if wrong:
             parts.append(f"wrong shape or dtype ({len(wrong)}): {', '.join(wrong)}")
         raise CheckpointError(f"{path}: does not fit {what}: " + "; ".join(parts))
+    return config, mapped, unexpected
+
+
+def _model_from_state(state: dict[str, torch.Tensor], stored_config: Optional[dict], path: Path) -> STAM:
+    config, mapped, unexpected = _check_state(state, stored_config, path)
+    with torch.device("meta"):
+        model = STAM(config)
     if unexpected:
         # Not an error (a checkpoint may carry extras), but never dropped silently.
         log.warning("%s: ignoring %d unexpected checkpoint keys: %s", path, len(unexpected), _some(unexpected, 50))

@@ -11,24 +11,52 @@ from typing import Any
 
 import numpy as np
 
-from stam_core.errors import VideoFormatError, VideoReadError
+from stam_core.errors import (
+    DEFAULT_MAX_PIXELS,
+    VideoCorruptError,
+    VideoFormatError,
+    VideoNotAVideoError,
+    VideoReadError,
+    VideoTooLargeError,
+)
 from stam_core.frames import CROP, _display_matrix, _Orient, _Plan, _VariableFrameRate, to_model_input
 from stam_core.video import INDEXED_FORMATS, Clip, ClipInfo, Source, _ffmpeg_error, _open_input
+
+# Codecs of still pictures (FFmpeg codec names). A stream of one of these with a single frame
+# is a picture, not a video (a JPEG or PNG renamed .mp4); with several frames (MJPEG from
+# cameras, animated GIF/PNG/WebP) it is decoded as a video.
+STILL_IMAGE_CODECS = frozenset({
+    "mjpeg", "jpegls", "ljpeg", "jpeg2000", "jpegxl", "png", "apng", "bmp", "webp", "gif", "tiff", "qoi",
+    "pam", "pbm", "pgm", "pgmyuv", "ppm", "pcx", "sgi", "targa", "sunrast", "xbm", "xpm", "xwd", "dds",
+    "exr", "hdr", "psd", "photocd", "pictor", "dpx", "cri", "alias_pix", "brender_pix", "ptx", "vbn", "jpegxs",
+})
+
+# Damaged streams (docs/decoding.md, "Damaged streams"): the read is an error of kind
+# "corrupt" when more than this fraction of the samples were decoded from a damaged stretch
+# (after a packet the decoder rejected, before the next keyframe it accepted: a picture built
+# on damaged references) or taken far from their place because frames are missing there.
+CORRUPT_SAMPLE_FRACTION = 0.25
 
 
 class _PyAVReader:
     """One open container and its video stream; ``sample`` decodes only what the plan needs."""
 
-    def __init__(self, name: str, source: Source, filesystem: Any):
-        self.name, self.source, self.filesystem = name, source, filesystem
+    def __init__(self, name: str, source: Source, filesystem: Any, max_pixels: int | None = DEFAULT_MAX_PIXELS):
+        self.name, self.source, self.filesystem, self.max_pixels = name, source, filesystem, max_pixels
         self.stats = {"frames_decoded": 0, "packets_read": 0, "seeks": 0}
         self.scanned_pts: list[int] | None = None
         self._open()
 
-    def _open(self) -> None:
+    def _open(self, check_still: bool = True) -> None:
         import av
 
         self.container = None
+        # FFmpeg's own per-decoder limit (AVCodecContext.max_pixels, at most INT_MAX): opening
+        # a container decodes a few frames to complete its header (H.264: up to 7, to learn
+        # the reordering delay), and a decoder refuses pictures larger than this before
+        # allocating them. So an oversized stream costs nothing here, and a stream whose
+        # pictures are larger than its header claims is refused by the decoder later.
+        options = {} if self.max_pixels is None else {"max_pixels": str(min(self.max_pixels, (1 << 31) - 1))}
         target, size, buffer_size = _open_input(self.name, self.source, self.filesystem)
         self._owned = target if target is not self.source and hasattr(target, "close") else None
         if size == 0:
@@ -36,17 +64,21 @@ class _PyAVReader:
             raise VideoFormatError(self.name, "empty file")
         try:
             if isinstance(target, str):
-                self.container = av.open(target, metadata_errors="ignore")
+                self.container = av.open(target, metadata_errors="ignore", options=options)
             else:
-                self.container = av.open(target, metadata_errors="ignore", buffer_size=buffer_size)
+                self.container = av.open(target, metadata_errors="ignore", buffer_size=buffer_size, options=options)
         except (av.error.FFmpegError, OSError) as exc:
             self.close()
             raise _ffmpeg_error(self.name, exc, "cannot open as a video (not a video, or truncated)") from exc
         try:
-            self._init_stream()
+            reopen = self._init_stream(options, check_still)
         except BaseException:
             self.close()
             raise
+        if reopen:  # packets were read to count pictures: start again at the first
+            self.close()
+            self._open(check_still=False)
+            return
         self.fresh = True  # positioned at the first frame, nothing read yet
 
     def packets(self):
@@ -65,9 +97,15 @@ class _PyAVReader:
             self._seek(self.t0)
         else:
             self.close()
-            self._open()
+            self._open(check_still=False)
 
-    def _init_stream(self) -> None:
+    def coded_pixels(self) -> int:
+        """Pixels of one coded picture, from the header (0 when it does not say)."""
+        ctx = self.stream.codec_context
+        return max(ctx.width, 0) * max(ctx.height, 0)
+
+    def _init_stream(self, options: dict[str, str], check_still: bool) -> bool:
+        """Choose and check the video stream; True when the container must be reopened."""
         import av
 
         streams = [s for s in self.container.streams.video
@@ -79,6 +117,13 @@ class _PyAVReader:
         if stream.codec_context is None:
             raise VideoFormatError(self.name, "unsupported codec: this FFmpeg has no decoder for the video stream")
         ctx = stream.codec_context
+        if self.max_pixels is not None and self.coded_pixels() > self.max_pixels:
+            raise VideoTooLargeError(self.name, (
+                f"{ctx.width}x{ctx.height} pictures ({self.coded_pixels():,} pixels) exceed the limit of "
+                f"{self.max_pixels:,} pixels (max_pixels)"))
+        if check_still and ctx.name in STILL_IMAGE_CODECS and self._refuse_single_picture():
+            return True
+        ctx.options = dict(options)  # max_pixels for our own decoding too (see _open)
         # One decoding thread: parallelism comes from decoding many videos at once, and the
         # per-packet skip_frame switch below needs the decoder to act on packets in order.
         ctx.thread_type = "NONE"
@@ -114,6 +159,35 @@ class _PyAVReader:
             # MP4 index timestamps are decode times; keyframes display this much later.
             first = entries[self.leading_discards] if self.leading_discards < len(entries) else entries[0]
             self.index_shift = self.t0 - first.timestamp if first.is_keyframe else 0
+        return False
+
+    def _refuse_single_picture(self) -> bool:
+        """A still-image codec with one frame is a picture: ``VideoNotAVideoError``.
+
+        The frame count comes from the container's index (MP4, AVI) or, where there is none
+        (an image file's own demuxer, Matroska), from reading up to two packets; True then
+        means "packets were read: reopen the container".
+        """
+        import av
+
+        count = self.stream.frames
+        read = False
+        if count <= 0:
+            count, read = 0, True
+            try:
+                for packet in self.container.demux(self.stream):
+                    count += packet.size > 0
+                    if count > 1:
+                        break
+            except (av.error.FFmpegError, OSError):
+                if count == 0:  # unreadable from the start: the decode proper says why
+                    return read
+                # damage after the first picture: counted as what could be read
+        if count > 1:
+            return read
+        raise VideoNotAVideoError(self.name, (
+            f"a single {self.stream.codec_context.name} picture (container {self.container.format.name}), "
+            "not a video"))
 
     # -- metadata
 
@@ -265,8 +339,8 @@ class _Sampler:
         self.indices = [0] * n
         self.times = [0.0] * n
         self.next = 0  # first unfinished target
-        self.best = None  # (frame, position) nearest the current target's centre inside its middle half
-        self.last = None  # (frame, position) the latest decoded frame: on screen until the next one
+        self.best = None  # (frame, position, damaged) nearest the current target's centre inside its middle half
+        self.last = None  # (frame, position, damaged) the latest decoded frame: on screen until the next one
         self.orient: _Orient | None = None
         self.reformatter = VideoReformatter()
         self.frame_ticks = 1 / (reader.fps * tb) if reader.fps else None  # nominal frame duration
@@ -280,6 +354,16 @@ class _Sampler:
         self.last_read = None  # how far reading got since the last seek, in index units
         self.take_key = False  # the next frame is a keyframe we seeked to for the current target
         self.plan_duration = reader._duration_s()
+        # Damage: FFmpeg conceals it and rarely flags the frames (is_corrupt), so it is counted
+        # here. rejected: timestamps of packets the decoder refused; damaged: a packet was
+        # refused since the last keyframe it accepted, so pictures now rest on bad references.
+        self.rejected: list[int | None] = []
+        self.damaged = False
+        self.damaged_samples = 0  # samples decoded from a damaged stretch
+        # Samples from outside their middle half although frames are dense enough that every
+        # middle half should hold several (see may_skip): frames are missing there, which is
+        # how damage the demuxer skips over (lost packets, a broken Matroska cluster) shows.
+        self.missing_samples = 0
 
     def run(self) -> Clip:
         ctx = self.r.stream.codec_context
@@ -314,7 +398,11 @@ class _Sampler:
             frames = ctx.decode(packet)
         except av.error.InvalidDataError as exc:
             errors.append(str(exc))  # a damaged packet: later ones may still decode
+            self.rejected.append(packet.pts if packet is not None else None)
+            self.damaged = True
             return
+        if packet is not None and packet.is_keyframe:
+            self.damaged = False  # a keyframe the decoder accepted: pictures are whole again
         for frame in frames:
             self.r.stats["frames_decoded"] += 1
             self._consider(frame)
@@ -350,6 +438,7 @@ class _Sampler:
             else:
                 r.rewind()
             self.run_first, self.run_base, self.run_pts, self.last_read, self.last = None, None, [], None, None
+            self.damaged = False  # decoding starts again at a keyframe
             self.take_key = key is not None
             demux = r.packets()
             first = next((p for p in demux if p.pts is not None or p.size == 0), None)
@@ -417,7 +506,7 @@ class _Sampler:
         if self.orient is None:
             self.orient = _Orient(_display_matrix(frame), self.r.name)
         pts = frame.pts
-        entry = (frame, self._frame_position(pts))
+        entry = (frame, self._frame_position(pts), self.damaged or frame.is_corrupt)
         while self.next < len(self.centre):
             c = self.centre[self.next]
             if pts < c - self.half:
@@ -437,7 +526,9 @@ class _Sampler:
         self.take_key = False  # only the first frame after a seek saves work
 
     def _finish(self, entry) -> None:
-        frame, position = entry
+        frame, position, damaged = entry
+        self.damaged_samples += damaged
+        self.missing_samples += not damaged and self.may_skip and abs(frame.pts - self.centre[self.next]) > self.half
         i = self.next
         # The official path's conversion (frame.to_rgb()), with one scaler context kept for all frames.
         rgb = self.reformatter.reformat(frame, format="rgb24").to_ndarray()
@@ -469,4 +560,25 @@ class _Sampler:
     def _clip(self) -> Clip:
         info = self.r.info(self.orient or _Orient(None))
         info.repeated = len(set(self.indices)) < len(self.indices)
-        return Clip(self.frames, list(self.indices), list(self.times), info)
+        warnings = self._warnings()
+        n = len(self.indices)
+        if self.damaged_samples + self.missing_samples > CORRUPT_SAMPLE_FRACTION * n:
+            raise VideoCorruptError(self.r.name, f"damaged stream: {'; '.join(warnings)} (the limit is "
+                                                 f"{CORRUPT_SAMPLE_FRACTION:.0%} of the samples)")
+        return Clip(self.frames, list(self.indices), list(self.times), info, warnings)
+
+    def _warnings(self) -> list[str]:
+        out = []
+        if self.rejected:
+            seconds = [float((p - self.r.t0) * self.tb) for p in self.rejected if p is not None]
+            first, last = (f"{min(seconds):.1f}", f"{max(seconds):.1f}") if seconds else (None, None)
+            where = "" if first is None else f" at {first} s" if first == last else f" between {first} s and {last} s"
+            n = len(self.rejected)
+            read = self.r.stats["packets_read"]
+            out.append(f"{n} undecodable packet{'s' * (n != 1)}{where} (of {read} packets read)")
+        if self.damaged_samples:
+            out.append(f"{self.damaged_samples} of {len(self.indices)} samples decoded from a damaged stretch")
+        if self.missing_samples:
+            out.append(f"{self.missing_samples} of {len(self.indices)} samples from outside their segment's middle "
+                       "half: frames are missing there")
+        return out

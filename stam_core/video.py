@@ -10,9 +10,11 @@ on screen at its centre. Frames are converted to RGB in display orientation and 
 as in the official STAM evaluation: resize the shorter side to 256 (PIL bilinear), centre
 crop 224x224.
 
-Decoding runs in a separate worker process with a hard time limit unless ``timeout=None``
-(see ``stam_core.decode_worker``). Why PyAV is the default decoder and decord is only used
-on request, with the measurements behind it: docs/decoding.md.
+Decoding runs in a separate worker process with a hard time limit and a memory limit unless
+``timeout=None`` (see ``stam_core.decode_worker``). Streams whose coded picture exceeds
+``max_pixels`` are refused from the header, before any frame is decoded. Why PyAV is the
+default decoder and decord is only used on request, with the measurements behind it:
+docs/decoding.md.
 
 Layout: this module is the API and the sources (paths, S3, bytes, file objects); the
 readers are ``stam_core.pyav_reader`` (the default) and ``stam_core.decord_reader``;
@@ -24,6 +26,7 @@ None of these modules may import torch: the decode worker imports them and shoul
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import io
 import logging
@@ -35,9 +38,11 @@ from typing import Any, BinaryIO, Union
 import numpy as np
 
 from stam_core.errors import (
+    DEFAULT_MAX_PIXELS,
     VideoError,
     VideoFormatError,
     VideoNotFoundError,
+    VideoOutOfMemoryError,
     VideoReadError,
 )
 from stam_core.frames import CROP, SHORT_SIDE, _VariableFrameRate, to_model_input  # noqa: F401 (re-exported)
@@ -82,12 +87,16 @@ class Clip:
     indices: list[int]  # 0-based position of each sample in the stream, display order
     timestamps: list[float]  # seconds from the first frame
     info: ClipInfo = field(repr=False)
+    # Damage met while decoding that did not make the read fail (e.g. "64 undecodable packets
+    # between 2.4 s and 7.5 s"); empty when clean. The rule: docs/decoding.md ("Damaged streams").
+    warnings: list[str] = field(default_factory=list)
 
 
 # ---- public entry points -----------------------------------------------------------------
 
 def read_clip(source: Source, num_frames: int = 16, *, start: float | None = None, end: float | None = None,
-              timeout: float | None = 60.0, decoder: str = "auto", filesystem: Any = None) -> Clip:
+              timeout: float | None = 60.0, decoder: str = "auto", filesystem: Any = None,
+              max_pixels: int | None = DEFAULT_MAX_PIXELS, memory_limit: int | None = None) -> Clip:
     """Sample ``num_frames`` frames of a video as the model's input.
 
     source: a local path, ``s3://bucket/key`` (pyarrow S3, configured by the standard AWS
@@ -98,34 +107,52 @@ def read_clip(source: Source, num_frames: int = 16, *, start: float | None = Non
     timeout: hard limit in seconds, enforced by killing the decode worker process;
     None decodes in this process with no limit.
     decoder: "auto" (PyAV), "pyav" or "decord".
+    max_pixels: the largest coded picture (width x height from the stream header) accepted;
+    larger streams raise ``VideoTooLargeError`` before any frame is decoded. None: no limit.
+    memory_limit: bytes of memory the decode worker may use for this call; None derives it
+    from max_pixels (``decode_worker.decode_memory_limit``; no limit when max_pixels is None).
+    Only the worker is limited: with ``timeout=None`` nothing is.
 
     Raises a ``VideoError`` subclass naming the source and the reason for any input that
-    cannot be decoded; ``VideoTimeoutError`` when the limit is exceeded.
+    cannot be decoded; ``VideoTimeoutError`` when the time limit is exceeded,
+    ``VideoOutOfMemoryError`` when the memory limit is.
     """
-    _check_args(num_frames, start, end, timeout, decoder)
+    _check_args(num_frames, start, end, timeout, decoder, max_pixels, memory_limit)
     if timeout is None:
-        return _read_clip(source, num_frames, start=start, end=end, decoder=decoder, filesystem=filesystem)
+        return _read_clip(source, num_frames, start=start, end=end, decoder=decoder, filesystem=filesystem,
+                          max_pixels=max_pixels)
     from stam_core import decode_worker
 
-    return decode_worker.call("read_clip", source, timeout, filesystem=filesystem, num_frames=num_frames,
-                              start=start, end=end, decoder=decoder)
+    return decode_worker.call("read_clip", source, timeout, filesystem=filesystem,
+                              memory_limit=_memory_limit(max_pixels, memory_limit), num_frames=num_frames,
+                              start=start, end=end, decoder=decoder, max_pixels=max_pixels)
 
 
-def probe_video(source: Source, *, timeout: float | None = 60.0, filesystem: Any = None) -> ClipInfo:
+def probe_video(source: Source, *, timeout: float | None = 60.0, filesystem: Any = None,
+                max_pixels: int | None = DEFAULT_MAX_PIXELS, memory_limit: int | None = None) -> ClipInfo:
     """Metadata of a video (duration, frame rate, size, codec, rotation) without sampling it.
 
     Reads the container header (PyAV) and decodes the first frame only (rotation is carried
     in frame side data). Same sources, limits and errors as ``read_clip``.
     """
-    _check_args(1, None, None, timeout, "pyav")
+    _check_args(1, None, None, timeout, "pyav", max_pixels, memory_limit)
     if timeout is None:
-        return _probe_video(source, filesystem=filesystem)
+        return _probe_video(source, filesystem=filesystem, max_pixels=max_pixels)
     from stam_core import decode_worker
 
-    return decode_worker.call("probe_video", source, timeout, filesystem=filesystem)
+    return decode_worker.call("probe_video", source, timeout, filesystem=filesystem,
+                              memory_limit=_memory_limit(max_pixels, memory_limit), max_pixels=max_pixels)
 
 
-def _check_args(num_frames, start, end, timeout, decoder) -> None:
+def _memory_limit(max_pixels: int | None, memory_limit: int | None) -> int | None:
+    if memory_limit is not None:
+        return int(memory_limit)
+    from stam_core.decode_worker import decode_memory_limit
+
+    return decode_memory_limit(max_pixels)
+
+
+def _check_args(num_frames, start, end, timeout, decoder, max_pixels=None, memory_limit=None) -> None:
     if decoder == "auto":
         _log_auto_choice()
     if isinstance(num_frames, bool) or not isinstance(num_frames, (int, np.integer)) or num_frames < 1:
@@ -138,6 +165,9 @@ def _check_args(num_frames, start, end, timeout, decoder) -> None:
         raise ValueError(f"start must be >= 0, got {start}")
     if end is not None and end <= (start or 0):
         raise ValueError(f"end ({end}) must be after start ({start or 0})")
+    for key, value in (("max_pixels", max_pixels), ("memory_limit", memory_limit)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+            raise ValueError(f"{key} must be a positive integer or None, got {value!r}")
 
 
 @functools.lru_cache(maxsize=None)
@@ -147,19 +177,37 @@ def _log_auto_choice() -> None:
 
 
 def source_name(source: Source) -> str:
-    """How errors name a source."""
+    """How errors name a source.
+
+    A local path that is not valid UTF-8 (``os.fsdecode`` of its bytes holds surrogate
+    escapes) is named with its odd bytes as ``\\xNN``: the message must stay printable and
+    storable as UTF-8 (error rows are Parquet strings).
+    """
     if isinstance(source, (str, Path)):
-        return str(source)
+        return _printable(str(source))
     if isinstance(source, (bytes, bytearray, memoryview)):
         return f"<{len(source)} bytes>"
     name = getattr(source, "name", None)
     return f"<file object {name}>" if isinstance(name, str) else f"<file object {type(source).__name__}>"
 
 
+def _printable(text: str) -> str:
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:  # surrogate escapes stand for the path's raw bytes: show those bytes
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # other lone surrogates: show the code points
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 # ---- in-process implementation (also what the worker runs) -------------------------------
 
 def _read_clip(source: Source, num_frames: int, *, start: float | None, end: float | None, decoder: str,
-               filesystem: Any = None, name: str | None = None) -> Clip:
+               filesystem: Any = None, name: str | None = None,
+               max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Clip:
     # The readers import this module: imported here, not at the top.
     from stam_core.pyav_reader import _PyAVReader
 
@@ -168,35 +216,75 @@ def _read_clip(source: Source, num_frames: int, *, start: float | None, end: flo
         from stam_core.decord_reader import _DecordReader
 
         with _translate_errors(name):
-            return _DecordReader(name, source, filesystem).sample(num_frames, start, end)
-    with _PyAVReader(name, source, filesystem) as reader, _translate_errors(name):
+            return _DecordReader(name, source, filesystem, max_pixels).sample(num_frames, start, end)
+    with _translate_errors(name), _PyAVReader(name, source, filesystem, max_pixels) as reader, \
+            _translate_errors(name, reader):
         try:
             return reader.sample(num_frames, start, end)
         except _VariableFrameRate:
             # Positions from the frame rate were wrong: count every packet's timestamp instead.
             log.info("%s: variable frame rate without a per-frame index; scanning packet timestamps", name)
-    with _PyAVReader(name, source, filesystem) as reader, _translate_errors(name):
+    with _translate_errors(name), _PyAVReader(name, source, filesystem, max_pixels) as reader, \
+            _translate_errors(name, reader):
         reader.scan()
         return reader.sample(num_frames, start, end)
 
 
-def _probe_video(source: Source, filesystem: Any = None, name: str | None = None) -> ClipInfo:
+def _probe_video(source: Source, filesystem: Any = None, name: str | None = None,
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ClipInfo:
     from stam_core.pyav_reader import _PyAVReader
 
     name = name or source_name(source)
-    with _PyAVReader(name, source, filesystem) as reader, _translate_errors(name):
+    with _translate_errors(name), _PyAVReader(name, source, filesystem, max_pixels) as reader, \
+            _translate_errors(name, reader):
         return reader.probe()
 
 
 @contextlib.contextmanager
-def _translate_errors(name: str):
-    """FFmpeg and I/O errors met while reading become VideoErrors naming the source."""
+def _translate_errors(name: str, reader: Any = None):
+    """FFmpeg and I/O errors met while reading become VideoErrors naming the source; running
+    out of memory becomes ``VideoOutOfMemoryError`` whatever form it took.
+
+    With an open ``reader`` (its picture size known), other decoding failures are checked
+    against the memory left: under a memory limit, FFmpeg reports some failed allocations
+    as other errors (swscale answers EAGAIN, a decoder may answer "invalid data"), and a
+    read that fails for lack of memory must not be reported as a bad file.
+    """
     import av
 
     try:
         yield
+    except MemoryError as exc:  # Python, numpy and PIL allocations; av.error.MemoryError (ENOMEM)
+        raise VideoOutOfMemoryError(name, f"out of memory while decoding ({_describe(exc)})") from exc
     except (av.error.FFmpegError, OSError) as exc:
-        raise _ffmpeg_error(name, exc, "cannot decode") from exc
+        error = _ffmpeg_error(name, exc, "cannot decode")
+        if reader is not None and not isinstance(error, VideoOutOfMemoryError) and _memory_exhausted(reader):
+            raise VideoOutOfMemoryError(name, f"out of memory while decoding ({error.reason})") from exc
+        raise error from exc
+    except VideoFormatError as exc:  # "no decodable frame", "corrupt": also what a failed allocation looks like
+        if reader is not None and _memory_exhausted(reader):
+            raise VideoOutOfMemoryError(name, f"out of memory while decoding ({exc.reason})") from exc
+        raise
+
+
+def _memory_exhausted(reader: Any) -> bool:
+    """Whether one more decoded picture's worth of memory (as RGB, as PIL holds it) would fail
+    to allocate now: the sign that an error just met was an allocation failure in disguise.
+
+    ``np.empty`` of this size maps pages without touching them: it costs no real memory, and
+    it fails exactly when a memory limit (RLIMIT_DATA in the decode worker) has no room left.
+    """
+    nbytes = 4 * max(reader.coded_pixels(), 1 << 20)
+    try:
+        probe = np.empty(nbytes, np.uint8)
+    except MemoryError:
+        return True
+    del probe
+    return False
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
 
 
 def _open_input(name: str, source: Source, filesystem: Any) -> tuple[Any, int | None, int]:
@@ -212,6 +300,16 @@ def _open_input(name: str, source: Source, filesystem: Any) -> tuple[Any, int | 
             raise VideoNotFoundError(name, "no such file") from None
         except OSError as exc:
             raise VideoReadError(name, f"cannot read: {exc.strerror or exc}") from exc
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:
+            # Not valid UTF-8 (os.fsdecode left surrogate escapes): FFmpeg and decord take
+            # UTF-8 names only, so open it here (Python encodes it back to the exact bytes)
+            # and let them read a file object.
+            try:
+                return open(path, "rb"), size, LOCAL_BUFFER
+            except OSError as exc:
+                raise VideoReadError(name, f"cannot read: {exc.strerror or exc}") from exc
         return path, size, LOCAL_BUFFER
     if isinstance(source, str):
         return _open_remote(name, source, filesystem)
@@ -270,6 +368,8 @@ def _ffmpeg_error(name: str, exc: Exception, doing: str) -> VideoError:
     import av
 
     message = getattr(exc, "strerror", None) or str(exc)
+    if isinstance(exc, MemoryError) or getattr(exc, "errno", None) == errno.ENOMEM:
+        return VideoOutOfMemoryError(name, f"{doing}: out of memory ({message})")
     if isinstance(exc, av.error.FileNotFoundError):
         return VideoNotFoundError(name, "no such file")
     if isinstance(exc, (av.error.PermissionError, av.error.EOFError)) or isinstance(exc, OSError) and not isinstance(

@@ -18,7 +18,7 @@ VENV_BIN = Path(sys.executable).parent
 
 @pytest.fixture(scope="session")
 def local_s3():
-    from jobs.local_s3 import LocalS3
+    from jobs.demo_s3 import LocalS3
 
     with LocalS3() as s3:
         yield s3

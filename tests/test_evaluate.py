@@ -138,6 +138,6 @@ def test_manifest_errors(tmp_path):
 
     # Through the CLI: a clear one-line error before any work (no Ray, no weights loaded).
     result = CliRunner().invoke(evaluate_command, [str(unknown), "--weights", str(tmp_path / "none.pth")])
-    assert result.exit_code == 1 and "flying a spaceship" in result.output
+    assert result.exit_code == 3 and "flying a spaceship" in result.output
     result = CliRunner().invoke(evaluate_command, [str(tmp_path / "absent.csv"), "--weights", "w.pth"])
-    assert result.exit_code == 1 and "absent.csv: manifest does not exist" in result.output
+    assert result.exit_code == 3 and "absent.csv: manifest does not exist" in result.output

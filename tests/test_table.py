@@ -1,92 +1,162 @@
-"""The label table's commit protocol and current-row logic, on a folder and on S3."""
+"""The label table (Delta Lake): idempotent whole-video commits, skip keys, run records, on a folder and on S3."""
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
+import threading
+import time
 
 import pyarrow as pa
-import pyarrow.dataset as pads
 import pytest
 
+from jobs.runs import RunRecord, reap_dead_runs
 from jobs.schema import output_schema
-from jobs.storage import StorageError, list_videos
 from jobs.table import LabelTable
 
 
-def rows(run_id: str, minute: int, *specs) -> pa.Table:
-    """specs: (uri, status, error_kind, version)."""
+def rows(run_id: str, *specs, minute: int = 0, extra: dict | None = None) -> pa.Table:
+    """specs: (uri, status, error_kind, version) or (uri, status, error_kind, version, segment_index)."""
     at = dt.datetime(2026, 1, 1, 0, minute, tzinfo=dt.timezone.utc)
-    return pa.Table.from_pylist([
-        {"video_uri": uri, "mode": "video", "segment_index": 0, "status": status, "error_kind": kind,
-         "error": None if status == "ok" else f"{uri}: broken", "source_version": version,
-         "weights_sha256": "w1", "run_id": run_id, "labelled_at": at}
-        for uri, status, kind, version in specs], schema=output_schema())
+    out = []
+    for spec in specs:
+        uri, status, kind, version = spec[:4]
+        segment = spec[4] if len(spec) > 4 else 0
+        out.append({"video_uri": uri, "mode": "video" if len(spec) == 4 else "window=1,stride=1",
+                    "segment_index": segment, "status": status, "error_kind": kind,
+                    "error": None if status == "ok" else f"{uri}: broken", "source_version": version,
+                    "labels": ["x", "y"] if status == "ok" else None,
+                    "scores": [0.7, 0.2] if status == "ok" else None,
+                    "weights_sha256": "w1", "run_id": run_id, "labelled_at": at})
+    table = pa.Table.from_pylist(out, schema=output_schema())
+    for name, values in (extra or {}).items():
+        table = table.append_column(name, pa.array(values))
+    return table
 
 
 @pytest.fixture(params=["local", "s3"])
 def table(request, tmp_path, local_s3) -> LabelTable:
     if request.param == "local":
         return LabelTable(str(tmp_path / "out"))
-    local_s3.create_bucket(f"t-{tmp_path.name.lower().replace('_', '-')}"[:60])
-    return LabelTable(f"s3://t-{tmp_path.name.lower().replace('_', '-')}"[:65] + "/labels")
+    bucket = f"t-{tmp_path.name.lower().replace('_', '-')}"[:60]
+    local_s3.create_bucket(bucket)
+    return LabelTable(f"s3://{bucket}/labels")
 
 
-def test_current_rows_and_skip_keys(table):
+def current(table: LabelTable) -> dict:
+    return {(r["video_uri"], r["segment_index"]): r for r in table.read_current().to_pylist()}
+
+
+def test_commits_replace_whole_videos_and_skip_keys(table):
     table.check_writable()
-    table.write_part("r1", 0, rows("r1", 1, ("a", "ok", None, "1:1"), ("b", "error", "timeout", "2:2"),
-                                   ("c", "error", "format_error", "3:3")))
-    table.write_part("r2", 0, rows("r2", 2, ("a", "ok", None, "1:9"), ("b", "ok", None, "2:2")))
-    assert table.read_all().num_rows == 5
-    current = {r["video_uri"]: r["run_id"] for r in table.read_current().to_pylist()}
-    assert current == {"a": "r2", "b": "r2", "c": "r1"}
+    table.ensure_created(output_schema())
+    table.commit(rows("r1", ("a", "ok", None, "1:1"), ("b", "error", "timeout", "2:2"),
+                      ("c", "error", "format_error", "3:3")), run_id="r1", seq=1)
+    table.commit(rows("r2", ("a", "ok", None, "1:9"), ("b", "ok", None, "2:2")), run_id="r2", seq=1)
+    now = current(table)
+    assert {k[0]: r["run_id"] for k, r in now.items()} == {"a": "r2", "b": "r2", "c": "r1"}
+    assert len(now) == 3
+    assert now[("a", 0)]["label"] == "x" and now[("a", 0)]["score"] == pytest.approx(0.7)
     # A final error (format_error) is skipped for the same version; a retryable one is not.
     assert table.done_keys("w1", "video") == {("a", "1:9"), ("b", "2:2"), ("c", "3:3")}
     assert table.done_keys("other-weights", "video") == set()
-    assert table.done_keys("w1", "window=10,stride=10") == set()
-
-    table.write_part("r3", 0, rows("r3", 3, ("c", "error", "timeout", "3:3")))
+    table.commit(rows("r3", ("c", "error", "timeout", "3:3")), run_id="r3", seq=1)
     assert ("c", "3:3") not in table.done_keys("w1", "video")
-
-    # The plain reader the README promises sees the same committed rows.
-    dataset = pads.dataset(table.root, filesystem=table.fs, format="parquet", partitioning="hive")
-    assert dataset.to_table().num_rows == 6
+    # History: every commit is a version.
+    assert len(table.snapshot().history()) >= 4
 
 
-def test_hidden_temp_files_are_never_read(tmp_path):
+def test_a_commit_whose_answer_was_lost_adds_nothing(table):
+    table.ensure_created(output_schema())
+    batch = rows("r1", ("a", "ok", None, "1:1"), ("b", "ok", None, "1:1"))
+    first = table.commit(batch, run_id="r1", seq=1)
+    version = table.snapshot().version()
+    again = table.commit(batch, run_id="r1", seq=1)  # the retry after a lost response
+    assert first.version == version and again.version is None
+    assert table.snapshot().version() == version
+    assert table.snapshot().transaction_version("r1") == 1
+    assert len(current(table)) == 2
+
+
+def test_relabel_drops_stale_windows(tmp_path):
     table = LabelTable(str(tmp_path / "out"))
-    table.write_part("r1", 0, rows("r1", 1, ("a", "ok", None, "1:1")))
-    # What a run killed mid-write leaves behind: a hidden, partial temp file.
-    (tmp_path / "out" / "run_id=r1" / ".part-00001.parquet.dead.tmp").write_bytes(b"PAR1 partial")
-    assert table.read_all().num_rows == 1
+    table.ensure_created(output_schema())
+    table.commit(rows("r1", *[("v", "ok", None, "1:1", k) for k in (-1, 0, 1, 2)],
+                      ("w", "ok", None, "1:1", 0)), run_id="r1", seq=1)
+    # Relabelled with fewer windows: window 2 must go, the other video is untouched.
+    table.commit(rows("r2", *[("v", "ok", None, "1:1", k) for k in (-1, 0, 1)]), run_id="r2", seq=1)
+    now = current(table)
+    assert sorted(k for k in now if k[0] == "v") == [("v", -1), ("v", 0), ("v", 1)]
+    assert {r["run_id"] for k, r in now.items() if k[0] == "v"} == {"r2"} and now[("w", 0)]["run_id"] == "r1"
+    # Back to video mode: the windows go, one video row stays.
+    table.commit(rows("r3", ("v", "ok", None, "1:1")), run_id="r3", seq=1)
+    assert sorted(k for k in current(table) if k[0] == "v") == [("v", 0)]
+
+
+def test_concurrent_writers_leave_one_current_row_per_key(tmp_path):
+    table = LabelTable(str(tmp_path / "out"))
+    table.ensure_created(output_schema())
+    uris = [f"s3://b/v{i:03d}.mp4" for i in range(50)]
+    errors = []
+
+    def writer(run):
+        try:
+            for seq, start in enumerate(range(0, 50, 10), 1):
+                LabelTable(str(tmp_path / "out")).commit(
+                    rows(run, *[(u, "ok", None, "1:1") for u in uris[start:start + 10]]), run_id=run, seq=seq)
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(f"run{i}",)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    keys = [(r["video_uri"], r["segment_index"]) for r in table.read_current(["video_uri", "segment_index"]).to_pylist()]
+    assert len(keys) == len(set(keys)) == 50
+
+
+def test_new_columns_evolve_the_schema_without_rewriting(tmp_path):
+    table = LabelTable(str(tmp_path / "out"))
+    table.ensure_created(output_schema())
+    table.commit(rows("r1", ("a", "ok", None, "1:1")), run_id="r1", seq=1)
+    files_before = set(table.data_files())
+    table.commit(rows("r2", ("b", "ok", None, "1:1"), extra={"decode_cpu_ms": [12.5]}), run_id="r2", seq=1)
+    assert files_before <= set(table.data_files())  # the first file was not rewritten
+    now = current(table)
+    assert now[("b", 0)]["decode_cpu_ms"] == 12.5 and now[("a", 0)]["decode_cpu_ms"] is None
+
+
+def test_legacy_layout_is_detected(tmp_path):
+    (tmp_path / "old" / "run_id=r1").mkdir(parents=True)
+    (tmp_path / "old" / "run_id=r1" / "part-00000.parquet").write_bytes(b"PAR1")
+    assert LabelTable(str(tmp_path / "old")).is_legacy()
+    assert not LabelTable(str(tmp_path / "new")).is_legacy()
+
+
+def test_only_old_temp_files_are_removed(tmp_path):
+    table = LabelTable(str(tmp_path / "out"))
+    table.check_writable()
+    runs = tmp_path / "out" / "_runs"
+    old, fresh = runs / ".r1.json.dead.tmp", runs / ".r2.json.live.tmp"
+    old.write_bytes(b"x")
+    fresh.write_bytes(b"x")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
     assert table.remove_stale_temp_files() == 1
-    assert not list((tmp_path / "out").rglob("*.tmp"))
+    assert not old.exists() and fresh.exists()  # a live writer may be about to rename it
 
 
-def test_empty_output_and_unwritable_output(tmp_path):
-    assert LabelTable(str(tmp_path / "nothing")).read_current() is None
-    blocker = tmp_path / "file"
-    blocker.write_text("x")
-    with pytest.raises(StorageError, match="not writable"):
-        LabelTable(str(blocker / "out")).check_writable()
-
-
-def test_listing_and_manifests(tmp_path):
-    (tmp_path / "v" / "deep").mkdir(parents=True)
-    for name in ("a.MP4", "deep/b.webm", "c.txt"):
-        (tmp_path / "v" / name).write_bytes(b"x" * 3)
-    refs = list_videos(str(tmp_path / "v"))
-    assert [r.uri.rsplit("/", 1)[-1] for r in refs] == ["a.MP4", "b.webm"]
-    assert all(r.size == 3 and r.version.startswith("3:") for r in refs)
-
-    pa_manifest = tmp_path / "m.parquet"
-    import pyarrow.parquet as pq
-
-    pq.write_table(pa.table({"video_uri": [str(tmp_path / "v" / "a.MP4"), str(tmp_path / "gone.mp4")]}), pa_manifest)
-    refs = list_videos(str(pa_manifest))
-    assert [r.version is not None for r in refs] == [True, False]
-
-    bad = tmp_path / "m.csv"
-    bad.write_text("path\nx.mp4\n")
-    with pytest.raises(StorageError, match="video_uri"):
-        list_videos(str(bad))
-    with pytest.raises(StorageError, match="does not exist"):
-        list_videos(str(tmp_path / "absent"))
+def test_run_records_heartbeat_and_dead_runs(tmp_path, caplog):
+    table = LabelTable(str(tmp_path / "out"))
+    stale = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=30)).isoformat()
+    table.write_run_record("dead", {"run_id": "dead", "status": "running", "heartbeat_at": stale})
+    live = RunRecord(table, {"run_id": "live"}, heartbeat_s=0.2).start()
+    time.sleep(0.5)
+    assert reap_dead_runs(table, own_run_id="me") == ["live"]
+    records = {r["run_id"]: r for r in table.read_run_records()}
+    assert records["dead"]["status"] == "killed" and "heartbeat" in records["dead"]["reason"]
+    assert "live" in caplog.text and "still writing" in caplog.text
+    live.finish("completed", counts={"ok": 1})
+    saved = json.loads((tmp_path / "out" / "_runs" / "live.json").read_text())
+    assert saved["status"] == "completed" and saved["counts"] == {"ok": 1}

@@ -1,0 +1,119 @@
+"""The driver's side of the stream: whole videos in, Delta commits out.
+
+Rows arrive from the model stage in any order. A video's rows (its windows and video-level
+row in window mode) are committed together; a commit happens every ``commit_every`` rows or
+``commit_interval_s`` seconds, whichever comes first, so a killed driver loses at most that
+much work and the next run labels exactly what is missing.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pyarrow as pa
+
+from jobs.segments import VIDEO_LEVEL, VideoLevel
+from jobs.table import CommitResult, LabelTable
+
+log = logging.getLogger("stam_label")
+
+
+@dataclass
+class Counts:
+    """Videos (their video-level rows) and rows committed by this run."""
+
+    ok: int = 0
+    error: int = 0
+    rows: int = 0
+    commits: int = 0
+    rewritten_rows: int = 0
+    error_kinds: dict[str, int] = field(default_factory=dict)
+    error_examples: dict[str, str] = field(default_factory=dict)
+    placement: dict[str, dict[str, int]] = field(default_factory=dict)  # stage -> Ray node id -> clips
+    output_times: list[tuple[float, int]] = field(default_factory=list)  # (arrival, videos so far)
+
+    @property
+    def processed(self) -> int:
+        return self.ok + self.error
+
+
+class Committer:
+    def __init__(self, table: LabelTable, *, run_id: str, schema: pa.Schema, commit_every: int,
+                 commit_interval_s: float, video_level: VideoLevel | None,
+                 on_videos: Callable[[int, int], None] | None = None):
+        self.table, self.run_id, self.schema = table, run_id, schema
+        self.commit_every, self.commit_interval_s = commit_every, commit_interval_s
+        self.video_level = video_level
+        self.level = VIDEO_LEVEL if video_level else 0
+        self.on_videos = on_videos
+        self.counts = Counts()
+        self.seq = 0
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+        self._last_commit = time.monotonic()
+
+    def add_model_rows(self, batch: pa.Table) -> None:
+        """Rows from the model stage (with the internal columns it adds for the driver)."""
+        for stage in ("decode", "model"):
+            clips_on = self.counts.placement.setdefault(stage, {})
+            for node in batch[f"_{stage}_node"].to_pylist():
+                clips_on[node] = clips_on.get(node, 0) + 1
+        if self.video_level is not None:
+            finished = self.video_level.add(batch)
+            if finished:
+                self.add(pa.Table.from_pylist(finished, schema=self.schema))
+        else:
+            self.add(batch.select(self.schema.names).cast(self.schema))
+        self.counts.output_times.append((time.time(), self.counts.processed))
+
+    def add(self, rows: pa.Table) -> None:
+        """Whole videos' rows in the output schema."""
+        self._count(rows)
+        self._pending.append(rows)
+        self._pending_rows += rows.num_rows
+        if self._pending_rows >= self.commit_every or time.monotonic() - self._last_commit >= self.commit_interval_s:
+            self.flush()
+
+    def flush(self) -> CommitResult | None:
+        if not self._pending:
+            return None
+        rows = pa.concat_tables(self._pending)
+        self.seq += 1
+        result = self.table.commit(rows, run_id=self.run_id, seq=self.seq)
+        self._pending.clear()
+        self._pending_rows = 0
+        self._last_commit = time.monotonic()
+        self.counts.commits += 1
+        self.counts.rewritten_rows += result.rewritten_rows
+        log.debug("commit %d: %d rows, table version %s", self.seq, result.rows, result.version)
+        return result
+
+    def finish_windows(self) -> None:
+        """Window mode: videos some of whose windows never came back become `incomplete` errors."""
+        if self.video_level is not None:
+            leftovers = self.video_level.flush()
+            if leftovers:
+                log.warning("%d videos are missing windows (their Ray tasks failed past retries)",
+                            sum(1 for r in leftovers if r["segment_index"] == VIDEO_LEVEL))
+                self.add(pa.Table.from_pylist(leftovers, schema=self.schema))
+
+    def _count(self, rows: pa.Table) -> None:
+        counts = self.counts
+        counts.rows += rows.num_rows
+        ok = error = 0
+        for index, status, kind, message in zip(rows["segment_index"].to_pylist(), rows["status"].to_pylist(),
+                                                rows["error_kind"].to_pylist(), rows["error"].to_pylist()):
+            if index != self.level:
+                continue
+            if status == "ok":
+                ok += 1
+            else:
+                error += 1
+                counts.error_kinds[kind] = counts.error_kinds.get(kind, 0) + 1
+                counts.error_examples.setdefault(kind, message)
+        counts.ok += ok
+        counts.error += error
+        if self.on_videos is not None and (ok or error):
+            self.on_videos(ok, error)

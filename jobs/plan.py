@@ -1,0 +1,171 @@
+"""Planning: what this run labels, computed on Ray, never held in the driver's memory.
+
+    list_source(INPUT)                    Ray tasks: listing / manifest / S3 Inventory, keys normalised
+      .join(current labels, left_anti)    on (video_uri, source_version); same weights and mode;
+                                          retryable and option-dependent errors are not skipped
+      .sort(video_uri) [.limit(N)]        URI order: --limit takes the first N still to label,
+                                          and commits come out clustered by video_uri
+      .write_parquet(_runs/<run>.plan/)   the plan: the total for progress, and what the end of
+                                          the run reconciles against (without listing again)
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from jobs.table import DONE_COLUMNS, LabelTable, done_filter, plain
+
+log = logging.getLogger("stam_label")
+
+PLAN_TYPES = {"video_uri": pa.string(), "source_size": pa.int64(), "source_version": pa.string(),
+              "error_kind": pa.string(), "error": pa.string()}
+PLAN_COLUMNS = tuple(PLAN_TYPES)
+# Plans up to this many listed videos are joined and sorted on the driver (about 60 MB of
+# Arrow at most); larger ones with Ray's distributed join and sort.
+LOCAL_PLAN_MAX_ROWS = 200_000
+JOIN_PARTITIONS_PER_CPU = 2
+
+
+@dataclass
+class Plan:
+    listed: int
+    skipped: int
+    total: int  # videos to label
+    path: str | None  # the persisted plan (None for a dry run or an empty plan)
+
+
+def _join_partitions() -> int:
+    import ray
+
+    return max(2, int(ray.cluster_resources().get("CPU", 1) * JOIN_PARTITIONS_PER_CPU))
+
+
+def done_dataset(table: LabelTable, weights_sha256: str | None, mode: str):
+    """(video_uri, source_version) of the current rows a run with these weights may skip."""
+    import ray
+
+    files = table.data_files()
+    if not files:
+        return None
+    expression = done_filter(weights_sha256, mode)
+    columns = sorted(set(DONE_COLUMNS) | {"weights_sha256", "mode", "segment_index", "status", "error_kind"})
+
+    def keep_done(batch: pa.Table) -> pa.Table:
+        return plain(batch).filter(expression).select(list(DONE_COLUMNS))
+
+    return ray.data.read_parquet(files, filesystem=table.fs, columns=columns).map_batches(
+        keep_done, batch_format="pyarrow", batch_size=None)
+
+
+def listing(config):
+    from jobs.listing import list_source
+
+    return list_source(config.input_uri, extensions=config.extensions,
+                       allow_local_paths=config.allow_local_paths).select_columns(list(PLAN_COLUMNS))
+
+
+def build(config, table: LabelTable, weights_sha256: str | None, mode: str, run_id: str,
+          *, persist: bool = True) -> tuple[Plan, object]:
+    """The run's plan and a dataset of its work items, sorted by video_uri."""
+    listed_ds = listing(config).materialize()  # in Ray's object store, not on the driver
+    listed = listed_ds.count()
+    done = None if config.relabel else done_filter(weights_sha256, mode)
+    if listed <= LOCAL_PLAN_MAX_ROWS:
+        todo = _small_plan(listed_ds, table, done)
+        to_label = todo.num_rows
+        if config.limit is not None:
+            todo = todo.slice(0, config.limit)
+        total = todo.num_rows
+        import ray
+
+        todo_ds = ray.data.from_arrow(todo) if total else None
+    else:
+        todo_ds = _large_plan(listed_ds, table, weights_sha256, mode, config.relabel)
+        to_label = todo_ds.count()
+        if config.limit is not None:
+            todo_ds = todo_ds.limit(config.limit)  # the first N still to label; the rest wait
+        total = min(to_label, config.limit) if config.limit is not None else to_label
+    skipped = listed - to_label
+    if not persist or not total:
+        return Plan(listed, skipped, total, None), todo_ds
+    path = table.plan_path(run_id)
+    todo_ds.write_parquet(path, filesystem=table.fs)
+    return Plan(listed, skipped, total, path), read(table, path)
+
+
+def _small_plan(listed_ds, table: LabelTable, done: pc.Expression | None) -> pa.Table:
+    """Up to LOCAL_PLAN_MAX_ROWS listed videos: anti-join and sort in Arrow on the driver.
+
+    Ray's shuffles start aggregator actors (about 14 s each on 2 cores) whatever the size; a
+    small plan is cheaper here, and its memory is bounded by the threshold. The current
+    labels are streamed batch by batch, so a large table does not load the driver either.
+    """
+    import ray
+
+    refs = listed_ds.to_arrow_refs()
+    listed = pa.concat_tables([plain(t) for t in ray.get(refs)]) if refs else None
+    if listed is None or listed.num_rows == 0:
+        return pa.table({c: pa.array([], t) for c, t in PLAN_TYPES.items()})
+    listed = listed.select(list(PLAN_COLUMNS)).cast(pa.schema(PLAN_TYPES.items()))
+    dataset = table.dataset() if done is not None else None
+    if dataset is not None:
+        columns = sorted(set(DONE_COLUMNS) | {"weights_sha256", "mode", "segment_index", "status", "error_kind"})
+        for batch in dataset.to_batches(columns=columns, batch_size=LOCAL_PLAN_MAX_ROWS):
+            keys = plain(pa.Table.from_batches([batch])).filter(done).select(list(DONE_COLUMNS))
+            if keys.num_rows:
+                listed = listed.join(keys, keys=list(DONE_COLUMNS), join_type="left anti")
+    return listed.sort_by("video_uri").select(list(PLAN_COLUMNS))
+
+
+def _large_plan(listed_ds, table: LabelTable, weights_sha256: str | None, mode: str, relabel: bool):
+    """Ray's distributed anti-join and sort: driver memory stays flat whatever the archive's size."""
+    todo = listed_ds
+    done = None if relabel else done_dataset(table, weights_sha256, mode)
+    if done is not None:
+        todo = listed_ds.join(done, join_type="left_anti", num_partitions=_join_partitions(), on=DONE_COLUMNS)
+    return todo.sort("video_uri").materialize()
+
+
+def read(table: LabelTable, path: str):
+    import ray
+
+    return ray.data.read_parquet(path, filesystem=table.fs)
+
+
+def lost(table: LabelTable, plan_path: str, run_id: str, mode: str, started: float):
+    """Plan rows with no current video-level row from this run or newer (Ray lost their tasks).
+
+    A row a concurrent run committed after this one started counts as done: it is current.
+    """
+    import datetime as dt
+
+    import ray
+
+    level = 0 if mode == "video" else -1
+    files = table.data_files()
+    planned = read(table, plan_path)
+    if not files:
+        return planned
+    since = pa.scalar(dt.datetime.fromtimestamp(started, dt.timezone.utc), pa.timestamp("us", tz="UTC"))
+    expression = (((pc.field("run_id") == run_id) | (pc.field("labelled_at") >= since))
+                  & (pc.field("segment_index") == level))
+
+    def mine(batch: pa.Table) -> pa.Table:
+        return plain(batch).filter(expression).select(["video_uri"])
+
+    committed = ray.data.read_parquet(files, filesystem=table.fs, columns=["video_uri", "run_id", "segment_index", "labelled_at"])
+    committed = committed.map_batches(mine, batch_format="pyarrow", batch_size=None)
+    return planned.join(committed, join_type="left_anti", num_partitions=_join_partitions(), on=("video_uri",))
+
+
+def committed_by_run(table: LabelTable, run_id: str, mode: str) -> int:
+    """Current video-level rows written by this run (a streaming count over the current files)."""
+    dataset = table.dataset()
+    if dataset is None:
+        return 0
+    level = 0 if mode == "video" else -1
+    table = plain(dataset.to_table(columns=["run_id", "segment_index"]))
+    return table.filter((pc.field("run_id") == run_id) & (pc.field("segment_index") == level)).num_rows
