@@ -3,6 +3,7 @@ codec and per decoder, and peak memory. Prints markdown tables (ms per 16-frame 
 
     .venv/bin/python benchmarks/decode.py            # about 10 minutes on 2 cores
     .venv/bin/python benchmarks/decode.py --quick    # 1-minute videos instead of 10-minute ones
+    .venv/bin/python benchmarks/decode.py --hd-only  # only the HD decode-cost table (about 3 minutes)
 
 Videos are generated once into --workdir (default: a folder under the system temp dir) with
 realistic-looking content (a panned multi-scale texture, moving objects, sensor grain),
@@ -108,6 +109,69 @@ def peak_rss_mb(path: Path, decoder: str) -> float:
     return float(out.stdout.strip())
 
 
+def cpu_description() -> str:
+    """The CPU's model name and the vector extensions that matter here, from /proc/cpuinfo."""
+    info = Path("/proc/cpuinfo")
+    if not info.exists():
+        return platform.processor() or "unknown CPU"
+    lines = info.read_text().splitlines()
+    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown CPU")
+    flags = set(next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), []))
+    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16")
+    return f"{model} ({', '.join(flag + (': yes' if flag in flags else ': no') for flag in wanted)})"
+
+
+# The HD decode-cost cases: (file name, seconds, make_video settings). Textured, grainy, panning
+# content (tests/videogen.py's _Scene), x264 veryfast CRF 23 / x265 superfast CRF 28, B-frames.
+HD_CASES = [
+    ("hd1080_h264_gop250.mp4", 10, dict(size=(1920, 1080), num_frames=250, fps=25, gop=250, bframes=3)),
+    ("hd720_h264_gop250.mp4", 10, dict(size=(1280, 720), num_frames=250, fps=25, gop=250, bframes=3)),
+    ("hd1080_hevc_gop250.mkv", 10, dict(codec="hevc", size=(1920, 1080), num_frames=250, fps=25, gop=250,
+                                        bframes=3)),
+    ("hd1080_h264_60s_gop50.mp4", 60, dict(size=(1920, 1080), num_frames=1500, fps=25, gop=50, bframes=3)),
+]
+
+
+def decode_all(path: Path, skip_frame: str = "DEFAULT") -> int:
+    """Decode every packet with one thread (as read_clip does); frames produced. NONREF skips
+    the non-reference frames: the floor for any reader that must decode every reference frame."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        ctx = stream.codec_context
+        ctx.thread_type, ctx.thread_count, ctx.skip_frame = "NONE", 1, skip_frame
+        return sum(1 for _ in container.decode(stream))
+
+
+def hd_decode_cost(video, reps: int) -> None:
+    """read_clip's CPU cost on HD long-GOP files, split into decode / RGB conversion / resize
+    (Clip.decode_ms, convert_ms, resize_ms), against decoding every frame and the NONREF floor."""
+    print("### HD decode cost: read_clip (16 samples, in-process) vs decoding every frame and the NONREF floor\n")
+    print("CPU ms, best of runs; read_clip columns: total = decode + RGB conversion + resize "
+          "(Clip.decode_cpu_ms and its split)\n")
+    print("| video | every frame | NONREF floor (ref frames) | exact: total = decode + convert + resize | "
+          "fast: total = decode + resize | frames decoded | decode / floor | exact / every | fast / every |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, seconds, settings in HD_CASES:
+        path = video(name, pattern=False, grain=6, **settings)
+        refs = decode_all(path, "NONREF")
+        every_ms, floor_ms = (c for c, _ in timed(lambda: decode_all(path), lambda: decode_all(path, "NONREF"),
+                                                  reps=reps))
+        best: dict[str, stam_core.Clip] = {}
+        for _ in range(reps):
+            for resize in ("exact", "fast"):
+                clip = stam_core.read_clip(path, FRAMES, timeout=None, resize=resize)
+                if resize not in best or clip.decode_cpu_ms < best[resize].decode_cpu_ms:
+                    best[resize] = clip
+        exact, fast = best["exact"], best["fast"]
+        label = f"{name} ({seconds} s, {keyframe_interval(path)} GOP, {kbps(path, seconds) / 1000:.1f} Mbit/s)"
+        print(f"| {label} | {every_ms:.0f} | {floor_ms:.0f} ({refs}) | {exact.decode_cpu_ms:.0f} = "
+              f"{exact.decode_ms:.0f} + {exact.convert_ms:.0f} + {exact.resize_ms:.0f} | {fast.decode_cpu_ms:.0f} = "
+              f"{fast.decode_ms:.0f} + {fast.resize_ms:.0f} | {exact.info.frames_decoded} | "
+              f"{exact.decode_ms / floor_ms:.2f} | {exact.decode_cpu_ms / every_ms:.2f} | "
+              f"{fast.decode_cpu_ms / every_ms:.2f} |")
+    print()
+
+
 def kbps(path: Path, seconds: float) -> float:
     return path.stat().st_size * 8 / seconds / 1000
 
@@ -117,6 +181,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "stam-decode-bench")
     parser.add_argument("--quick", action="store_true", help="1-minute long videos")
+    parser.add_argument("--hd-only", action="store_true", help="only the HD decode-cost table")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     long_s = 60 if args.quick else 600
@@ -128,12 +193,13 @@ def main() -> None:
             make_video(path.with_suffix(".tmp" + path.suffix), **kwargs).rename(path)
         return path
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    print(f"machine: {cpu}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f}; "
+    print(f"machine: {cpu_description()}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f}; "
           f"PyAV {av.__version__} (FFmpeg {av.library_versions['libavcodec']}), Python {platform.python_version()}")
     print(f"best of {args.reps} runs after a warm-up; CPU ms (wall ms); read_clip in-process (timeout=None) "
           "unless noted\n")
+    hd_decode_cost(video, args.reps)
+    if args.hd_only:
+        return
 
     # 1. The acceptance clip: 10 s, 640x272, H.264 as x264 makes it by default.
     real = video("real_640x272.mp4", size=(640, 272), num_frames=250, fps=25, pattern=False, grain=6,

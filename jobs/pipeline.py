@@ -36,6 +36,7 @@ from jobs.schema import output_schema
 from jobs.segments import VIDEO_LEVEL, VideoLevel, plan_windows
 from jobs.storage import DEFAULT_EXTENSIONS, StorageError
 from jobs.table import CommitError, LabelTable, new_run_id
+from stam_core.weights import redact_url
 
 log = logging.getLogger("stam_label")
 
@@ -177,9 +178,8 @@ def to_work_items(batch: pa.Table) -> dict[str, np.ndarray]:
 # ---- stage 0 (segment mode only): one work item per window ---------------------------------
 def expand_windows(batch: dict[str, np.ndarray], *, window: float, stride: float | None,
                    timeout: float, max_pixels: int | None) -> dict[str, np.ndarray]:
-    from stam_core import VideoError, probe_video
-
     from jobs.listing import local_path
+    from stam_core import VideoError, probe_video
 
     _lower_priority()
     out: dict[str, list] = collections.defaultdict(list)
@@ -210,9 +210,8 @@ def expand_windows(batch: dict[str, np.ndarray], *, window: float, stride: float
 # ---- stage 1: decode and sample (stateless, CPU) -----------------------------------------
 def decode_videos(batch: dict[str, np.ndarray], *, num_frames: int, timeout: float,
                   max_pixels: int | None) -> dict[str, np.ndarray]:
-    from stam_core import VideoError, read_clip
-
     from jobs.listing import local_path
+    from stam_core import VideoError, read_clip
 
     _lower_priority()  # before read_clip starts its decode worker process, which inherits it
     n = len(batch["video_uri"])
@@ -608,13 +607,6 @@ def _class_names(labels_file: str | None, num_classes: int) -> list[str]:
         source = labels_file or "the Kinetics-400 list"
         raise JobError(f"{source} has {len(names)} class names but the checkpoint has {num_classes} classes")
     return names
-
-
-def redact_url(text: str) -> str:
-    """A URL without its query string and userinfo (presigned signatures, tokens, passwords)."""
-    import re
-
-    return re.sub(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^/\s@?#]*@)?([^\s?#]*)(?:[?#]\S*)?", r"\1\2", text)
 
 
 def _connect_ray(address: str | None) -> None:

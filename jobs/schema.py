@@ -43,9 +43,9 @@ PROBS_FIELD = pa.field("probs", pa.list_(pa.float32()))
 
 # Error kinds worth another try on the next run; others are final for that source version.
 RETRYABLE_ERROR_KINDS = frozenset({"read_error", "timeout", "decoder_crash", "lost", "not_found", "incomplete",
-                                   "out_of_memory"})
-# Error kinds that depend on the run's options (--max-pixels, --allow-local-paths): retried when
-# those options change, which the skip test sees through the run's option fingerprint.
+                                   "out_of_memory", "list_error"})
+# Error kinds that depend on the run's options (--max-pixels, --allow-local-paths): every run
+# tries them again (a header read or a check), so a run with other options gets its answer.
 OPTION_ERROR_KINDS = frozenset({"too_large", "not_allowed"})
 
 

@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
-from jobs.schema import RETRYABLE_ERROR_KINDS, with_flat_columns
+from jobs.schema import OPTION_ERROR_KINDS, RETRYABLE_ERROR_KINDS, with_flat_columns
 from jobs.storage import StorageError, resolve
 
 log = logging.getLogger("stam_label")
@@ -296,9 +296,12 @@ def done_filter(weights_sha256: str | None, mode: str) -> pc.Expression:
 
     Same weights and mode, and either ok or an error that is final for that source version.
     The caller joins on (video_uri, source_version), so a changed file is labelled again.
+    Errors that depend on the run's options (too_large, not_allowed) are always tried again:
+    they cost a header read, and the options may have changed.
     """
     level = 0 if mode == "video" else -1
-    final = (pc.field("status") == "ok") | ~pc.field("error_kind").isin(sorted(RETRYABLE_ERROR_KINDS))
+    again = sorted(RETRYABLE_ERROR_KINDS | OPTION_ERROR_KINDS)
+    final = (pc.field("status") == "ok") | ~pc.field("error_kind").isin(again)
     return ((pc.field("weights_sha256") == (weights_sha256 or "")) & (pc.field("mode") == mode)
             & (pc.field("segment_index") == level) & final & pc.field("source_version").is_valid())
 

@@ -315,6 +315,7 @@ def main(fd: int) -> None:
     conn = Connection(fd)
     from stam_core import video
 
+    video.CPU_CLOCK = time.process_time  # Clip.decode_cpu_ms: decoding is all this process does
     ops = {"read_clip": video._read_clip, "probe_video": video._probe_video}
     conn.send(("ready", os.getpid()))
     while True:

@@ -90,6 +90,16 @@ class _Orient:
         return (height, width) if self.transpose else (width, height)
 
 
+def resize_geometry(width: int, height: int) -> tuple[int, int, int, int]:
+    """(new width, new height, crop left, crop top) of Resize(256) + CenterCrop(224) for a
+    width x height picture, with torchvision's arithmetic (``int()`` of the longer side)."""
+    if width <= height:
+        new_w, new_h = SHORT_SIDE, int(SHORT_SIDE * height / width)
+    else:
+        new_w, new_h = int(SHORT_SIDE * width / height), SHORT_SIDE
+    return new_w, new_h, int(round((new_w - CROP) / 2.0)), int(round((new_h - CROP) / 2.0))
+
+
 def to_model_input(rgb: np.ndarray) -> np.ndarray:
     """Resize the shorter side to 256 (PIL bilinear, aspect kept) and centre-crop 224x224.
 
@@ -99,15 +109,31 @@ def to_model_input(rgb: np.ndarray) -> np.ndarray:
     from PIL import Image
 
     height, width = rgb.shape[:2]
-    if width <= height:
-        new_w, new_h = SHORT_SIDE, int(SHORT_SIDE * height / width)
-    else:
-        new_w, new_h = int(SHORT_SIDE * width / height), SHORT_SIDE
-    left, top = int(round((new_w - CROP) / 2.0)), int(round((new_h - CROP) / 2.0))
+    new_w, new_h, left, top = resize_geometry(width, height)
     sx, sy = width / new_w, height / new_h
     box = (left * sx, top * sy, (left + CROP) * sx, (top + CROP) * sy)
     image = Image.fromarray(np.ascontiguousarray(rgb))
     return np.asarray(image.resize((CROP, CROP), Image.Resampling.BILINEAR, box=box))
+
+
+# swscale's filter for resize="fast" (measured against the official transform in
+# docs/decoding.md, "Two resize paths").
+FAST_INTERPOLATION = "BILINEAR"
+
+
+def fast_model_input(frame, orient: "_Orient", reformatter) -> np.ndarray:
+    """resize="fast": swscale scales the decoded (YUV) picture straight to the resized size
+    while converting it to RGB, then the picture is turned and centre-cropped to 224x224.
+
+    ``frame`` is a PyAV VideoFrame as decoded (stored orientation), ``reformatter`` a PyAV
+    VideoReformatter kept for the clip (one scaler context).
+    """
+    width, height = orient.display_size(frame.width, frame.height)
+    new_w, new_h, left, top = resize_geometry(width, height)
+    stored_w, stored_h = (new_h, new_w) if orient.transpose else (new_w, new_h)
+    rgb = reformatter.reformat(frame, width=stored_w, height=stored_h, format="rgb24",
+                               interpolation=FAST_INTERPOLATION).to_ndarray()
+    return np.ascontiguousarray(orient(rgb)[top:top + CROP, left:left + CROP])
 
 
 # ---- sampling plan -----------------------------------------------------------------------

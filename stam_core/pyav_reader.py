@@ -7,6 +7,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
+import time
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,9 @@ from stam_core.errors import (
     VideoReadError,
     VideoTooLargeError,
 )
-from stam_core.frames import CROP, _display_matrix, _Orient, _Plan, _VariableFrameRate, to_model_input
+from stam_core.frames import (
+    CROP, _display_matrix, _Orient, _Plan, _VariableFrameRate, fast_model_input, to_model_input,
+)
 from stam_core.video import INDEXED_FORMATS, Clip, ClipInfo, Source, _ffmpeg_error, _open_input
 
 # Codecs of still pictures (FFmpeg codec names). A stream of one of these with a single frame
@@ -298,9 +301,9 @@ class _PyAVReader:
 
     # -- sampling
 
-    def sample(self, num_frames: int, start: float | None, end: float | None) -> Clip:
+    def sample(self, num_frames: int, start: float | None, end: float | None, resize: str = "exact") -> Clip:
         plan = _Plan.make(self.name, num_frames, self._duration_s(), start, end)
-        return _Sampler(self, plan).run()
+        return _Sampler(self, plan, resize).run()
 
     def close(self) -> None:
         if self.container is not None:
@@ -318,6 +321,15 @@ class _PyAVReader:
 class _Sampler:
     """One pass over the packets the plan needs, seeking forward past what it does not.
 
+    Which frame (see docs/decoding.md, "The sampling rule"): when frames are dense enough
+    that every middle half holds several (``may_skip``), the decoder skips every
+    non-reference frame (``skip_frame=NONREF``): nothing depends on them, so the reference
+    frames it still produces are bit-exact, and each sample is the reference frame nearest
+    its centre (a keyframe the sampler seeked to is taken at once). A middle half in which
+    no reference frame came out although packets were skipped there is decoded again from
+    the keyframe before it, this time without skipping inside that middle half, and the
+    frame nearest the centre is taken (``redo``).
+
     Positions: with a per-frame index, the first packet after a seek has a known position
     (its decode-order index; everything before it in decode order displays before it too);
     a frame's position is that plus the number of packets read since then that display
@@ -326,10 +338,13 @@ class _Sampler:
     caller rescans every packet's timestamp (``_VariableFrameRate``).
     """
 
-    def __init__(self, reader: _PyAVReader, plan: _Plan):
+    def __init__(self, reader: _PyAVReader, plan: _Plan, resize: str = "exact"):
         from av.video.reformatter import VideoReformatter
 
         self.r = reader
+        self.resize = resize
+        self.convert_s = 0.0  # CPU seconds (this thread) spent converting samples to RGB ...
+        self.resize_s = 0.0  # ... and turning, resizing and cropping them
         tb = float(reader.tb)
         self.tb = tb
         n = len(plan.centres)
@@ -344,10 +359,12 @@ class _Sampler:
         self.orient: _Orient | None = None
         self.reformatter = VideoReformatter()
         self.frame_ticks = 1 / (reader.fps * tb) if reader.fps else None  # nominal frame duration
-        # Skip decoding non-reference frames that cannot be samples (see _wanted), when frames
-        # are dense enough that each middle half holds several.
+        # Skip decoding non-reference frames (see the class docstring) when frames are dense
+        # enough that each middle half holds several.
         self.may_skip = reader.fps > 0 and 1 / reader.fps <= plan.half / 2
-        self.near = min(self.half, self.frame_ticks or self.half)
+        self.skipped_in: set[int] = set()  # targets whose middle half had packets read while skipping
+        self.whole: int | None = None  # the target whose middle half is decoded without skipping
+        self.redo = False  # the current target's middle half must be decoded again, whole
         self.run_first: int | None = None  # timestamp of the first packet since the last seek
         self.run_base: int | None = None  # its decode-order position, with a per-frame index
         self.run_pts: list[int] = []  # sorted timestamps of packets read since the last seek
@@ -371,24 +388,35 @@ class _Sampler:
         demux, planned_for, skipping = None, -1, False
         errors: list[str] = []
         while self.next < len(self.centre):
-            if planned_for != self.next:  # a new target: seek to it, or decode on towards it?
+            seek = False
+            if self.redo:  # no reference frame in the target's middle half: decode it again, whole
+                self.redo, self.whole, self.best, seek = False, self.next, None, True
+            elif planned_for != self.next:  # a new target: seek to it, or decode on towards it?
                 planned_for = self.next
-                if demux is None or self._should_seek():
-                    demux = self._seek_for_target()
+                seek = demux is None or self._should_seek()
+            if seek:
+                demux = self._seek_for_target()
+                ctx = self.r.stream.codec_context  # a new one if rewinding reopened the container
+                ctx.skip_frame, skipping = "DEFAULT", False
             packet = next(demux, None)
             if packet is None or packet.size == 0:
                 self._decode(ctx, None, errors)  # end of stream: drain the decoder
-                break
+                if self.next < len(self.centre) and not self.redo:
+                    self._finish_at_eof(errors)
+                continue  # finished, or decoding again (redo)
             stats["packets_read"] += 1
             if packet.pts is not None:
                 self._note_packet(packet)
-            skip = self.may_skip and packet.pts is not None and not self._wanted(packet.pts)
+            skip = False
+            if self.may_skip and packet.pts is not None:
+                target = self._target_of(packet.pts)
+                skip = target is None or target != self.whole
+                if skip and target is not None:
+                    self.skipped_in.add(target)
             if skip != skipping:  # set only on change: the setter parses its string each time
                 ctx.skip_frame = "NONREF" if skip else "DEFAULT"
                 skipping = skip
             self._decode(ctx, packet, errors)
-        if self.next < len(self.centre):
-            self._finish_at_eof(errors)
         return self._clip()
 
     def _decode(self, ctx, packet, errors: list[str]) -> None:
@@ -398,7 +426,9 @@ class _Sampler:
             frames = ctx.decode(packet)
         except av.error.InvalidDataError as exc:
             errors.append(str(exc))  # a damaged packet: later ones may still decode
-            self.rejected.append(packet.pts if packet is not None else None)
+            pts = packet.pts if packet is not None else None
+            if pts is None or pts not in self.rejected:  # a stretch decoded again (redo) counts once
+                self.rejected.append(pts)
             self.damaged = True
             return
         if packet is not None and packet.is_keyframe:
@@ -406,6 +436,8 @@ class _Sampler:
         for frame in frames:
             self.r.stats["frames_decoded"] += 1
             self._consider(frame)
+            if self.redo:  # the rest is decoded again after the seek back
+                return
 
     # -- seeking (index entries are in the index's own units: see _PyAVReader.index_shift)
 
@@ -490,15 +522,15 @@ class _Sampler:
 
     # -- choosing frames
 
-    def _wanted(self, pts: int) -> bool:
-        """Whether a packet may be the frame nearest an unfinished target's centre.
+    def _target_of(self, pts: int) -> int | None:
+        """The unfinished target whose middle half holds ``pts``, if any (they do not overlap)."""
+        i = bisect.bisect_left(self.centre, pts - self.half, lo=self.next)
+        return i if i < len(self.centre) and abs(pts - self.centre[i]) <= self.half else None
 
-        Within a frame duration of the centre: at a constant frame rate the nearest frame is
-        within half of one. Other non-reference frames are not decoded; with a varying rate
-        the nearest decoded frame inside the middle half is taken, which the rule allows.
-        """
-        i = bisect.bisect_left(self.centre, pts - self.near, lo=self.next)
-        return i < len(self.centre) and abs(pts - self.centre[i]) <= self.near
+    def _needs_redo(self) -> bool:
+        """The current target's middle half gave no frame, but packets there were skipped
+        (non-reference frames): decode it again without skipping there."""
+        return self.best is None and self.next in self.skipped_in and self.whole != self.next
 
     def _consider(self, frame) -> None:
         if frame.pts is None:
@@ -520,6 +552,9 @@ class _Sampler:
                 if pts >= c:  # later frames are only further from the centre
                     self._finish(self.best)
                 break
+            if self._needs_redo():
+                self.redo = True
+                return
             # Past the middle half without a frame in it: take the one on screen at the centre.
             self._finish(self.best or self.last or entry)
         self.last = entry
@@ -530,9 +565,17 @@ class _Sampler:
         self.damaged_samples += damaged
         self.missing_samples += not damaged and self.may_skip and abs(frame.pts - self.centre[self.next]) > self.half
         i = self.next
-        # The official path's conversion (frame.to_rgb()), with one scaler context kept for all frames.
-        rgb = self.reformatter.reformat(frame, format="rgb24").to_ndarray()
-        self.frames[i] = to_model_input(self.orient(rgb))
+        began = time.thread_time()
+        if self.resize == "fast":
+            self.frames[i] = fast_model_input(frame, self.orient, self.reformatter)
+            self.resize_s += time.thread_time() - began
+        else:
+            # The official path's conversion (frame.to_rgb()), with one scaler context kept for all frames.
+            rgb = self.reformatter.reformat(frame, format="rgb24").to_ndarray()
+            converted = time.thread_time()
+            self.convert_s += converted - began
+            self.frames[i] = to_model_input(self.orient(rgb))
+            self.resize_s += time.thread_time() - converted
         self.indices[i] = position
         self.times[i] = float((frame.pts - self.r.t0) * self.tb)
         self.next += 1
@@ -540,6 +583,9 @@ class _Sampler:
 
     def _finish_at_eof(self, errors: list[str]) -> None:
         """Targets left when the stream ended: the last frame may still be on screen."""
+        if self._needs_redo():
+            self.redo = True
+            return
         if self.last is None:
             why = f" ({len(errors)} damaged packets; first: {errors[0]})" if errors else ""
             raise VideoFormatError(self.r.name, f"no decodable video frame{why}")
@@ -547,6 +593,9 @@ class _Sampler:
             if self.best is not None:
                 self._finish(self.best)
                 continue
+            if self._needs_redo():
+                self.redo = True
+                return
             frame = self.last[0]
             # A frame stays on screen for its duration; one frame of slack for rounding.
             shown_until = frame.pts + (frame.duration or 0) + (self.frame_ticks or 0)
@@ -565,7 +614,8 @@ class _Sampler:
         if self.damaged_samples + self.missing_samples > CORRUPT_SAMPLE_FRACTION * n:
             raise VideoCorruptError(self.r.name, f"damaged stream: {'; '.join(warnings)} (the limit is "
                                                  f"{CORRUPT_SAMPLE_FRACTION:.0%} of the samples)")
-        return Clip(self.frames, list(self.indices), list(self.times), info, warnings)
+        return Clip(self.frames, list(self.indices), list(self.times), info, warnings, resize=self.resize,
+                    convert_ms=1000 * self.convert_s, resize_ms=1000 * self.resize_s)
 
     def _warnings(self) -> list[str]:
         out = []

@@ -31,6 +31,7 @@ import functools
 import io
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Union
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 Source = Union[str, Path, bytes, bytearray, memoryview, BinaryIO]
 
 DECODERS = ("auto", "pyav", "decord")
+RESIZES = ("exact", "fast")
 REMOTE_BUFFER = 1 << 20  # bytes per read from S3: one ranged GET each, so not too small
 LOCAL_BUFFER = 1 << 16
 INDEXED_FORMATS = ("mov", "matroska")  # FFmpeg demuxer names: MP4/MOV/3GP, Matroska/WebM
@@ -90,13 +92,24 @@ class Clip:
     # Damage met while decoding that did not make the read fail (e.g. "64 undecodable packets
     # between 2.4 s and 7.5 s"); empty when clean. The rule: docs/decoding.md ("Damaged streams").
     warnings: list[str] = field(default_factory=list)
+    resize: str = "exact"  # the resize path used: "exact" (PIL, the official transform) or "fast" (swscale)
+    # Cost of this one call, in CPU milliseconds of the process that decoded it (the decode
+    # worker's, or this thread's with timeout=None): the whole read, and its split into
+    # decode_ms (opening, demuxing, decoding: the rest), convert_ms (YUV to RGB) and
+    # resize_ms (orientation, resize and crop; with resize="fast" the one swscale call that
+    # scales and converts, so convert_ms is 0). -1 where the decoder does not say (decord).
+    decode_cpu_ms: float = 0.0
+    decode_ms: float = 0.0
+    convert_ms: float = 0.0
+    resize_ms: float = 0.0
 
 
 # ---- public entry points -----------------------------------------------------------------
 
 def read_clip(source: Source, num_frames: int = 16, *, start: float | None = None, end: float | None = None,
               timeout: float | None = 60.0, decoder: str = "auto", filesystem: Any = None,
-              max_pixels: int | None = DEFAULT_MAX_PIXELS, memory_limit: int | None = None) -> Clip:
+              max_pixels: int | None = DEFAULT_MAX_PIXELS, memory_limit: int | None = None,
+              resize: str = "exact") -> Clip:
     """Sample ``num_frames`` frames of a video as the model's input.
 
     source: a local path, ``s3://bucket/key`` (pyarrow S3, configured by the standard AWS
@@ -112,20 +125,24 @@ def read_clip(source: Source, num_frames: int = 16, *, start: float | None = Non
     memory_limit: bytes of memory the decode worker may use for this call; None derives it
     from max_pixels (``decode_worker.decode_memory_limit``; no limit when max_pixels is None).
     Only the worker is limited: with ``timeout=None`` nothing is.
+    resize: "exact" (default): the official transform (RGB conversion at full size, PIL
+    bilinear resize, centre crop); "fast": swscale scales the YUV picture straight to the
+    resized size while converting it to RGB, then crops (mean absolute difference from the
+    official transform about 1 grey level; PyAV only). ``clip.resize`` records it.
 
     Raises a ``VideoError`` subclass naming the source and the reason for any input that
     cannot be decoded; ``VideoTimeoutError`` when the time limit is exceeded,
     ``VideoOutOfMemoryError`` when the memory limit is.
     """
-    _check_args(num_frames, start, end, timeout, decoder, max_pixels, memory_limit)
+    _check_args(num_frames, start, end, timeout, decoder, max_pixels, memory_limit, resize)
     if timeout is None:
         return _read_clip(source, num_frames, start=start, end=end, decoder=decoder, filesystem=filesystem,
-                          max_pixels=max_pixels)
+                          max_pixels=max_pixels, resize=resize)
     from stam_core import decode_worker
 
     return decode_worker.call("read_clip", source, timeout, filesystem=filesystem,
                               memory_limit=_memory_limit(max_pixels, memory_limit), num_frames=num_frames,
-                              start=start, end=end, decoder=decoder, max_pixels=max_pixels)
+                              start=start, end=end, decoder=decoder, max_pixels=max_pixels, resize=resize)
 
 
 def probe_video(source: Source, *, timeout: float | None = 60.0, filesystem: Any = None,
@@ -152,13 +169,18 @@ def _memory_limit(max_pixels: int | None, memory_limit: int | None) -> int | Non
     return decode_memory_limit(max_pixels)
 
 
-def _check_args(num_frames, start, end, timeout, decoder, max_pixels=None, memory_limit=None) -> None:
+def _check_args(num_frames, start, end, timeout, decoder, max_pixels=None, memory_limit=None,
+                resize="exact") -> None:
     if decoder == "auto":
         _log_auto_choice()
     if isinstance(num_frames, bool) or not isinstance(num_frames, (int, np.integer)) or num_frames < 1:
         raise ValueError(f"num_frames must be a positive integer, got {num_frames!r}")
     if decoder not in DECODERS:
         raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+    if resize not in RESIZES:
+        raise ValueError(f"resize must be one of {RESIZES}, got {resize!r}")
+    if resize == "fast" and decoder == "decord":
+        raise ValueError("resize='fast' scales in YUV with swscale: PyAV only (decord returns RGB)")
     if timeout is not None and not timeout > 0:
         raise ValueError(f"timeout must be positive seconds or None, got {timeout!r}")
     if start is not None and start < 0:
@@ -205,9 +227,31 @@ def _printable(text: str) -> str:
 
 # ---- in-process implementation (also what the worker runs) -------------------------------
 
+# The clock of Clip.decode_cpu_ms: this thread's CPU time in the calling process (decoding
+# runs in the calling thread: one decoding thread, see pyav_reader); the decode worker sets
+# time.process_time, its whole process, since decoding is all it does.
+CPU_CLOCK = time.thread_time
+
+
 def _read_clip(source: Source, num_frames: int, *, start: float | None, end: float | None, decoder: str,
                filesystem: Any = None, name: str | None = None,
-               max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Clip:
+               max_pixels: int | None = DEFAULT_MAX_PIXELS, resize: str = "exact") -> Clip:
+    clock = CPU_CLOCK
+    began = clock()
+    clip = _read_clip_uncounted(source, num_frames, start=start, end=end, decoder=decoder, filesystem=filesystem,
+                                name=name, max_pixels=max_pixels, resize=resize)
+    clip.decode_cpu_ms = 1000 * (clock() - began)
+    if decoder == "decord":
+        clip.decode_ms = clip.convert_ms = clip.resize_ms = -1.0
+    else:  # convert_ms and resize_ms were counted by the sampler; decode_ms is the rest
+        clip.decode_ms = max(0.0, clip.decode_cpu_ms - clip.convert_ms - clip.resize_ms)
+    clip.resize = resize
+    return clip
+
+
+def _read_clip_uncounted(source: Source, num_frames: int, *, start: float | None, end: float | None,
+                         decoder: str, filesystem: Any, name: str | None, max_pixels: int | None,
+                         resize: str) -> Clip:
     # The readers import this module: imported here, not at the top.
     from stam_core.pyav_reader import _PyAVReader
 
@@ -220,14 +264,14 @@ def _read_clip(source: Source, num_frames: int, *, start: float | None, end: flo
     with _translate_errors(name), _PyAVReader(name, source, filesystem, max_pixels) as reader, \
             _translate_errors(name, reader):
         try:
-            return reader.sample(num_frames, start, end)
+            return reader.sample(num_frames, start, end, resize)
         except _VariableFrameRate:
             # Positions from the frame rate were wrong: count every packet's timestamp instead.
             log.info("%s: variable frame rate without a per-frame index; scanning packet timestamps", name)
     with _translate_errors(name), _PyAVReader(name, source, filesystem, max_pixels) as reader, \
             _translate_errors(name, reader):
         reader.scan()
-        return reader.sample(num_frames, start, end)
+        return reader.sample(num_frames, start, end, resize)
 
 
 def _probe_video(source: Source, filesystem: Any = None, name: str | None = None,

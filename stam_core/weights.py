@@ -15,6 +15,7 @@ import hashlib
 import http.client
 import logging
 import os
+import re
 import tempfile
 import urllib.error
 import urllib.request
@@ -120,6 +121,15 @@ def _normalise_pin(sha256: Optional[str]) -> Optional[str]:
     return pin
 
 
+_URL = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^/\s@?#]*@)?([^\s?#]*)(?:[?#]\S*)?")
+
+
+def redact_url(text: str) -> str:
+    """Every URL in ``text`` without its query string and userinfo (presigned signatures,
+    session tokens, passwords): what may be logged or recorded."""
+    return _URL.sub(r"\1\2", str(text))
+
+
 def _cache_path(url: str) -> Path:
     # The URL's hash keeps two URLs with the same file name apart; the name keeps it readable.
     name = Path(urlparse(url).path).name or "weights.pth"
@@ -130,10 +140,10 @@ def _cached_download(url: str, pin: Optional[str]) -> tuple[Path, bool]:
     target = _cache_path(url)
     if target.is_file():
         # A cached file that no longer matches its pin is reported by the caller, not replaced.
-        log.info("weights %s: using cached %s", url, target)
+        log.info("weights %s: using cached %s", redact_url(url), target)
         return target, False
     target.parent.mkdir(parents=True, exist_ok=True)
-    log.info("weights %s: downloading to %s", url, target)
+    log.info("weights %s: downloading to %s", redact_url(url), target)
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     tmp = Path(tmp_name)
     try:
@@ -143,12 +153,12 @@ def _cached_download(url: str, pin: Optional[str]) -> tuple[Path, bool]:
             os.fsync(out.fileno())  # the rename must not publish a file whose data is still in flight
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shared cache must be readable by its other users
         if pin is not None and digest != pin:
-            raise CheckpointError(f"{url}: sha256 mismatch: expected {pin}, downloaded file has {digest}")
+            raise CheckpointError(f"{redact_url(url)}: sha256 mismatch: expected {pin}, downloaded file has {digest}")
         os.replace(tmp, target)
     finally:
         # Runs on success too, where the temporary name no longer exists.
         tmp.unlink(missing_ok=True)
-    log.info("weights %s: cached as %s (sha256 %s)", url, target, digest)
+    log.info("weights %s: cached as %s (sha256 %s)", redact_url(url), target, digest)
     return target, pin is not None
 
 
@@ -164,7 +174,7 @@ def _download(url: str, out: BinaryIO) -> str:
                     digest.update(chunk)
                     out.write(chunk)
         except OSError as e:  # pyarrow's errors (missing key, access denied, network) are OSErrors
-            raise CheckpointError(f"{url}: download failed: {e}") from e
+            raise CheckpointError(f"{redact_url(url)}: download failed: {redact_url(str(e))}") from e
         return digest.hexdigest()
     try:
         with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response:
@@ -175,9 +185,9 @@ def _download(url: str, out: BinaryIO) -> str:
                 written += len(chunk)
     # HTTPError is a URLError; timeouts are OSErrors; a connection cut mid-body is IncompleteRead.
     except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
-        raise CheckpointError(f"{url}: download failed: {e}") from e
+        raise CheckpointError(f"{redact_url(url)}: download failed: {redact_url(str(e))}") from e
     if expected is not None and written != int(expected):
-        raise CheckpointError(f"{url}: download truncated: got {written} of {expected} bytes")
+        raise CheckpointError(f"{redact_url(url)}: download truncated: got {written} of {expected} bytes")
     return digest.hexdigest()
 
 

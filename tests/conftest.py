@@ -14,6 +14,7 @@ import pytest
 TESTS = Path(__file__).parent
 sys.path.insert(0, str(TESTS))  # tests import their helpers (videogen) as top-level modules
 VENV_BIN = Path(sys.executable).parent
+RAY_HEAD: dict = {}  # the session head's temp dir (its logs), for tests that read them
 
 
 @pytest.fixture(scope="session")
@@ -38,6 +39,7 @@ def ray_head(local_s3, tmp_path_factory):
         port = s.getsockname()[1]
     os.environ["RAY_AUTH_MODE"] = "disabled"
     temp_dir = tmp_path_factory.mktemp("ray")
+    RAY_HEAD["temp_dir"] = temp_dir
     log = open(temp_dir / "ray-start.log", "w")
     cmd = [str(VENV_BIN / "ray"), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
            "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats",

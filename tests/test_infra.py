@@ -12,7 +12,6 @@ from __future__ import annotations
 import ast
 import copy
 import json
-import logging
 import re
 import shlex
 import subprocess

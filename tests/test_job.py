@@ -64,14 +64,14 @@ def test_local_folder_end_to_end(video_dir, tmp_path, tiny_weights, ray_head):
     summary = run_job(config(tiny_weights, video_dir, out, ray_head))
     assert (summary.listed, summary.ok, summary.error, summary.skipped) == (7, 3, 4, 0)
 
-    table = pads.dataset(str(out), format="parquet", partitioning="hive").to_table()
+    table = LabelTable(str(out)).read_current()
     assert names(table) == Counter({Path(n).name: 1 for n in list(GOOD) + list(BAD)})
-    # The hive partition makes run_id nullable when read back; names and types are the schema's.
     assert [(f.name, f.type) for f in table.schema] == [(f.name, f.type) for f in output_schema()]
     rows = {Path(r["video_uri"]).name: r for r in table.to_pylist()}
     for name in GOOD:
         row = rows[Path(name).name]
-        assert row["status"] == "ok" and row["error"] is None
+        assert row["status"] == "ok" and row["error"] is None and row["warnings"] is None
+        assert row["label"] == row["labels"][0] and row["score"] == row["scores"][0]
         assert len(row["labels"]) == 5 and set(row["labels"]) <= set(stam_core.KINETICS400_CLASSES)
         assert row["scores"] == sorted(row["scores"], reverse=True) and 0 < sum(row["scores"]) <= 1.0001
         assert [stam_core.KINETICS400_CLASSES[i] for i in row["class_ids"]] == row["labels"]
@@ -87,7 +87,8 @@ def test_local_folder_end_to_end(video_dir, tmp_path, tiny_weights, ray_head):
 
     manifest = json.loads((out / "_runs" / f"{summary.run_id}.json").read_text())
     assert manifest["status"] == "completed"
-    assert manifest["counts"] == {"listed": 7, "skipped": 0, "ok": 3, "error": 4, "rows": 7}
+    assert manifest["counts"] == {"listed": 7, "skipped": 0, "to_label": 7, "ok": 3, "error": 4, "rows": 7,
+                                  "lost": 0, "commits": 1}
     assert manifest["weights_sha256"] == row["weights_sha256"]
 
 
@@ -97,7 +98,7 @@ def test_rerun_adds_no_rows_and_changed_video_is_relabelled(video_dir, tmp_path,
     run_job(cfg)
     again = run_job(cfg)
     assert (again.skipped, again.ok, again.error, again.rows) == (7, 0, 0, 0)
-    assert LabelTable(str(out)).read_all().num_rows == 7
+    assert LabelTable(str(out)).read_current().num_rows == 7
 
     # A changed file (new size and mtime) is labelled again; the table still has one current row.
     make_sample_video(video_dir / "a.mp4", seed=9, seconds=2.5, fps=10, size=(160, 120))
@@ -107,9 +108,17 @@ def test_rerun_adds_no_rows_and_changed_video_is_relabelled(video_dir, tmp_path,
     assert names(current) == Counter({Path(n).name: 1 for n in list(GOOD) + list(BAD)})
     assert current.filter(pads.field("video_uri").isin([str(video_dir / "a.mp4")])) \
         .column("run_id").to_pylist() == [third.run_id]
-    # --relabel labels everything again.
+    # --relabel labels everything again, and the table still has one current row per video.
     fourth = run_job(config(tiny_weights, video_dir, out, ray_head, relabel=True))
     assert fourth.ok + fourth.error == 7
+    assert LabelTable(str(out)).read_current().num_rows == 7
+    # --limit takes the first N still to label (URI order), so a backlog goes in slices.
+    sliced = tmp_path / "sliced"
+    first = run_job(config(tiny_weights, video_dir, sliced, ray_head, limit=3))
+    second = run_job(config(tiny_weights, video_dir, sliced, ray_head, limit=3))
+    assert (first.processed, second.processed, second.skipped) == (3, 3, 3)
+    labelled = sorted(LabelTable(str(sliced)).read_current(["video_uri"])["video_uri"].to_pylist())
+    assert len(labelled) == 6 and labelled == sorted(str(p) for p in video_dir.rglob("*.mp4"))[:6]
 
 
 def test_s3_to_s3_with_manifest(video_dir, local_s3, tiny_weights, ray_head, tmp_path):
@@ -159,20 +168,20 @@ def test_killed_run_resumes_without_duplicates(tmp_path, ray_head):
     weights = stam_core.save_checkpoint(stam_core.create_model("stam_tiny", patch_size=16, embed_dim=192, depth=8),
                                         tmp_path / "slower.pth")
     args = ["run", str(videos), str(out), "--weights", str(weights), "--address", ray_head,
-            "--batch-size", "1", "--rows-per-file", "1", "--decode-workers", "1", "--model-threads", "1"]
+            "--batch-size", "1", "--commit-every", "1", "--decode-workers", "1", "--model-threads", "1"]
     proc = cli(*args, start_new_session=True)
-    try:
-        wait_for(lambda: list(out.glob("run_id=*/part-*.parquet")), 180, "a committed file")
+    try:  # version 0 creates the table; version 1 is the first commit
+        wait_for(lambda: (out / "_delta_log" / "00000000000000000001.json").exists(), 180, "a commit")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # kill the driver mid-run
         proc.wait()
-    partial = LabelTable(str(out)).read_all().num_rows
+    partial = LabelTable(str(out)).read_current().num_rows
     assert 1 <= partial < total
 
     done = cli(*args)
     output, _ = done.communicate(timeout=300)
     assert done.returncode == 0, output
-    table = LabelTable(str(out)).read_all()
+    table = LabelTable(str(out)).read_current()
     assert names(table) == Counter({f"v{i:02d}.mp4": 1 for i in range(total)})  # every video exactly once
     assert f"{partial} skipped" in output
 
@@ -181,17 +190,27 @@ def test_cli_exit_codes(video_dir, tmp_path, tiny_weights, ray_head):
     missing_weights = cli("run", str(video_dir), str(tmp_path / "o"), "--weights", str(tmp_path / "nope.pth"),
                           "--address", ray_head)
     output, _ = missing_weights.communicate(timeout=120)
-    assert missing_weights.returncode != 0 and "nope.pth" in output
+    assert missing_weights.returncode == 3 and "nope.pth" in output
 
     missing_input = cli("run", str(tmp_path / "absent"), str(tmp_path / "o"), "--weights", str(tiny_weights))
     output, _ = missing_input.communicate(timeout=120)
-    assert missing_input.returncode != 0 and "absent" in output and "does not exist" in output
+    assert missing_input.returncode == 3 and "absent" in output and "does not exist" in output
 
     too_many_errors = cli("run", str(video_dir), str(tmp_path / "o2"), "--weights", str(tiny_weights),
                           "--address", ray_head, "--max-error-rate", "0.1")
     output, _ = too_many_errors.communicate(timeout=300)
-    assert too_many_errors.returncode != 0 and "max-error-rate" in output
-    assert "4 error" in output  # the rows were still committed and summarised
+    assert too_many_errors.returncode == 1 and "max-error-rate" in output
+    assert "4 error" in output and "error rate: 57.1%" in output  # committed and summarised
+
+    # Every video failing is a failed run, whatever --max-error-rate says.
+    bad_only = tmp_path / "bad_only"
+    bad_only.mkdir()
+    for name in BAD:
+        (bad_only / name).write_bytes((video_dir / name).read_bytes())
+    all_failed = cli("run", str(bad_only), str(tmp_path / "o3"), "--weights", str(tiny_weights),
+                     "--address", ray_head, "--max-error-rate", "1.0")
+    output, _ = all_failed.communicate(timeout=300)
+    assert all_failed.returncode == 1, output
 
 
 def test_window_mode_embeddings_and_probs(video_dir, tmp_path, tiny_weights, ray_head):
@@ -221,25 +240,78 @@ def test_window_mode_embeddings_and_probs(video_dir, tmp_path, tiny_weights, ray
     assert again.skipped == 0
 
 
-def test_cli_s3_run_never_shows_credentials(video_dir, local_s3, tiny_weights, ray_head):
-    local_s3.create_bucket("secretive")
-    local_s3.upload(video_dir / "a.mp4", "s3://secretive/in/a.mp4")
-    local_s3.upload(video_dir / "notes.mp4", "s3://secretive/in/notes.mp4")
-    secret = "s3cr3t-Value-that-must-not-leak"
-    env = {**os.environ, "AWS_SECRET_ACCESS_KEY": secret, "AWS_ACCESS_KEY_ID": "AKIAEXAMPLEKEYID0000"}
-    proc = cli("-v", "run", "s3://secretive/in", "s3://secretive/out", "--weights", str(tiny_weights),
-               "--address", ray_head, env=env)
+SECRET = "s3cr3t-Value-that-must-not-leak"
+TOKEN = "T0ken-Value-that-must-not-leak"
+KEY_ID = "AKIAEXAMPLEKEYID0000"
+SIGNATURE = "5ignature-that-must-not-leak"
+
+
+def files_containing(root: Path, *markers: str) -> list[str]:
+    hits = []
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_socket():
+            try:
+                data = path.read_bytes()
+            except OSError:
+                continue
+            hits += [f"{path}: {m}" for m in markers if m.encode() in data]
+    return hits
+
+
+@pytest.fixture(scope="module")
+def weights_server(tiny_weights):
+    """The tiny checkpoint over HTTP, so --weights can be a presigned-looking URL."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tiny_weights.parent))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/{tiny_weights.name}"
+    server.shutdown()
+
+
+@pytest.mark.parametrize("where", ["cluster", "local"])
+def test_secrets_never_leave_the_process(where, video_dir, local_s3, weights_server, ray_head, tmp_path):
+    """Marker credentials and a presigned weights URL: absent from stderr/stdout, the table, the
+    run record and every file under Ray's temp dir (the joined head's, or a local Ray's)."""
+    import tempfile
+
+    from conftest import RAY_HEAD
+
+    bucket = f"secretive-{where}"
+    local_s3.create_bucket(bucket)
+    local_s3.upload(video_dir / "a.mp4", f"s3://{bucket}/in/a.mp4")
+    local_s3.upload(video_dir / "notes.mp4", f"s3://{bucket}/in/notes.mp4")
+    env = {**os.environ, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SESSION_TOKEN": TOKEN,
+           "STAM_CACHE": str(tmp_path / "cache")}
+    weights = f"{weights_server}?X-Amz-Signature={SIGNATURE}&X-Amz-Security-Token={TOKEN}"
+    args = ["-v", "run", f"s3://{bucket}/in", f"s3://{bucket}/out", "--weights", weights]
+    if where == "cluster":
+        args += ["--address", ray_head]
+        ray_dir = RAY_HEAD["temp_dir"]
+    else:
+        ray_dir = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))  # short: Ray's socket paths
+        env.pop("RAY_ADDRESS", None)
+        env["RAY_TMPDIR"] = str(ray_dir)
+    proc = cli(*args, env=env)
     output, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, output
     assert "1 ok, 1 error" in output
     client = local_s3.client()
-    keys = [o["Key"] for o in client.list_objects_v2(Bucket="secretive", Prefix="out/")["Contents"]]
-    manifests = [k for k in keys if k.startswith("out/_runs/") and k.endswith(".json")]
-    assert len(manifests) == 1 and any(k.endswith(".parquet") for k in keys)
-    body = client.get_object(Bucket="secretive", Key=manifests[0])["Body"].read().decode()
-    table = LabelTable("s3://secretive/out").read_all().to_pandas().to_json()
-    for text in (output, body, table):
-        assert secret not in text and "AKIAEXAMPLEKEYID0000" not in text
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="out/")["Contents"]]
+    records = [k for k in keys if k.startswith("out/_runs/") and k.endswith(".json")]
+    assert len(records) == 1 and any(k.endswith(".parquet") for k in keys)
+    record = client.get_object(Bucket=bucket, Key=records[0])["Body"].read().decode()
+    assert json.loads(record)["config"]["weights"] == weights_server  # redacted, still useful
+    table = LabelTable(f"s3://{bucket}/out").read_current().to_pandas().to_json()
+    markers = (SECRET, TOKEN, KEY_ID, SIGNATURE)
+    for text in (output, record, table):
+        assert not [m for m in markers if m in text]
+    assert not files_containing(Path(ray_dir), *markers)
+    assert not files_containing(tmp_path / "cache", SIGNATURE, TOKEN)
 
 
 def test_custom_class_list(video_dir, tmp_path, ray_head):

@@ -1,0 +1,1 @@
+"""Test helpers that are packages of their own (a fault-injecting S3 proxy)."""
