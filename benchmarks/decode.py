@@ -154,7 +154,7 @@ def hd_decode_cost(video, reps: int) -> None:
     for name, seconds, settings in HD_CASES:
         path = video(name, pattern=False, grain=6, **settings)
         refs = decode_all(path, "NONREF")
-        every_ms, floor_ms = (c for c, _ in timed(lambda: decode_all(path), lambda: decode_all(path, "NONREF"),
+        every_ms, floor_ms = (c for c, _ in timed(lambda p=path: decode_all(p), lambda p=path: decode_all(p, "NONREF"),
                                                   reps=reps))
         best: dict[str, stam_core.Clip] = {}
         for _ in range(reps):
@@ -163,7 +163,7 @@ def hd_decode_cost(video, reps: int) -> None:
                 if resize not in best or clip.decode_cpu_ms < best[resize].decode_cpu_ms:
                     best[resize] = clip
         exact, fast = best["exact"], best["fast"]
-        label = f"{name} ({seconds} s, {keyframe_interval(path)} GOP, {kbps(path, seconds) / 1000:.1f} Mbit/s)"
+        label = f"{name} ({seconds} s, keyframes: {keyframe_interval(path)}, {kbps(path, seconds) / 1000:.1f} Mbit/s)"
         print(f"| {label} | {every_ms:.0f} | {floor_ms:.0f} ({refs}) | {exact.decode_cpu_ms:.0f} = "
               f"{exact.decode_ms:.0f} + {exact.convert_ms:.0f} + {exact.resize_ms:.0f} | {fast.decode_cpu_ms:.0f} = "
               f"{fast.decode_ms:.0f} + {fast.resize_ms:.0f} | {exact.info.frames_decoded} | "

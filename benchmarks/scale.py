@@ -50,7 +50,21 @@ def cli_child(argv: list[str]) -> None:
     """`stam-label <argv>` with timestamps; prints a TIMES line on stderr at exit."""
     import atexit
 
+    import threading
+
     times: dict[str, float] = {"imports_start": T0}
+    samples: list[tuple[float, float]] = []  # (seconds since start, RSS MB) every 0.2 s
+
+    def rss() -> float:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
+
+    def sample() -> None:
+        while True:
+            samples.append((time.time() - T0, rss()))
+            time.sleep(0.2)
+
+    threading.Thread(target=sample, daemon=True).start()
 
     def peak() -> float:
         with open("/proc/self/status") as f:
@@ -58,8 +72,15 @@ def cli_child(argv: list[str]) -> None:
 
     def report() -> None:
         times["exit"] = time.time()
+        marks = sorted((v - T0, k) for k, v in times.items())
+        phases = {}  # the sampled RSS peak of each step (named by the mark that ends it)
+        for (start, _), (end, name) in zip(marks, marks[1:]):
+            inside = [r for t, r in samples if start <= t <= end]
+            if inside:
+                phases[name] = round(max(inside), 1)
         print("TIMES " + json.dumps({"times": {k: round(v - T0, 3) for k, v in times.items()},
-                                     "driver_peak_rss_mb": peak()}), file=sys.stderr, flush=True)
+                                     "driver_peak_rss_mb": peak(), "rss_peak_by_step_mb": phases}),
+              file=sys.stderr, flush=True)
 
     atexit.register(report)
     from jobs import pipeline, plan
@@ -84,7 +105,18 @@ def cli_child(argv: list[str]) -> None:
         times["first_items_taken"] = time.time()  # work.take(10): the first work items
         return out
 
+    import stam_core
+
+    check = stam_core.read_checkpoint_info
+
+    def timed_check(*a, **k):
+        times["weights_check_start"] = time.time()
+        out = check(*a, **k)
+        times["weights_checked"] = time.time()
+        return out
+
     pipeline._connect_ray, plan.build, pipeline._dry_run = timed_connect, timed_build, timed_dry
+    stam_core.read_checkpoint_info = timed_check
     from jobs.cli import main
 
     try:
@@ -178,6 +210,7 @@ def main() -> None:
                 raise SystemExit(f"dry run failed ({proc.returncode})")
             t = times[-1]["times"]
             res = {"n": n, **parse_time_v(proc.stderr), "driver_peak_rss_mb": times[-1]["driver_peak_rss_mb"],
+                   "rss_peak_by_step_mb": times[-1]["rss_peak_by_step_mb"],
                    "imports_s": t["imports_done"], "ray_up_s": t["ray_connected"] - t["ray_start"],
                    "planning_s": t["plan_built"] - t["plan_start"],
                    "first_item_from_plan_start_s": t["first_items_taken"] - t["plan_start"],

@@ -236,7 +236,7 @@ def exp_skipset(table_uri: str, rows: int, path: str = "small", listing: dict | 
 
     quiet_ray()
     table = LabelTable(table_uri)
-    listed_rows = min(rows, plan.LOCAL_PLAN_MAX_ROWS) if path == "small" else rows
+    listed_rows = rows if path == "ray" else min(rows, plan.LOCAL_PLAN_MAX_ROWS)
     # The listing was written by the parent (the driver never holds it before the measurement).
     listed_ds = ray.data.read_parquet(listing[path]).materialize()
     assert listed_ds.count() == listed_rows
@@ -249,6 +249,9 @@ def exp_skipset(table_uri: str, rows: int, path: str = "small", listing: dict | 
     if path == "small":
         todo = plan._small_plan(listed_ds, table, done_filter(SHA, "video"))
         to_label = todo.num_rows
+    elif path == "small-lowmem":
+        todo = small_plan_lowmem(listed_ds, table, done_filter(SHA, "video"))
+        to_label = todo.num_rows
     else:
         todo = plan._large_plan(listed_ds, table, SHA, "video", relabel=False)
         to_label = todo.count()
@@ -258,6 +261,41 @@ def exp_skipset(table_uri: str, rows: int, path: str = "small", listing: dict | 
     return {"path": path, "listed": listed_rows, "to_label": to_label, "seconds": elapsed,
             "baseline_rss_mb": base, "peak_rss_mb": peak, "peak_above_baseline_mb": peak - base,
             "peak_before_mb": peak_before}
+
+
+def small_plan_lowmem(listed_ds, table, done):
+    """PROTOTYPE (not production): jobs.plan._small_plan with the table read in bounded memory.
+
+    The production loop asks for batches of LOCAL_PLAN_MAX_ROWS, but the scanner decodes a
+    whole row group at a time and reads ahead (4 files, 16 batches); delta-rs writes a file of
+    up to 128 MB as one row group (~1M rows here), so the driver holds every key column of a
+    whole file, twice (string_view, then the plain() copy). Here: no pre-buffering, no
+    read-ahead, smaller batches.
+    """
+    import pyarrow.dataset as pads
+    import ray
+
+    from jobs.plan import DONE_COLUMNS, PLAN_COLUMNS, PLAN_TYPES
+    from jobs.table import plain
+
+    refs = listed_ds.to_arrow_refs()
+    listed = pa.concat_tables([plain(t) for t in ray.get(refs)])
+    listed = listed.select(list(PLAN_COLUMNS)).cast(pa.schema(PLAN_TYPES.items()))
+    dataset = table.dataset()
+    columns = sorted(set(DONE_COLUMNS) | {"weights_sha256", "mode", "segment_index", "status", "error_kind"})
+    options = pads.ParquetFragmentScanOptions(pre_buffer=False)
+    keys = []
+    for batch in dataset.to_batches(columns=columns, batch_size=50_000, batch_readahead=0, fragment_readahead=1,
+                                    fragment_scan_options=options, use_threads=False):
+        part = plain(pa.Table.from_batches([batch])).filter(done).select(list(DONE_COLUMNS))
+        if part.num_rows:
+            keys.append(part)
+            if sum(k.num_rows for k in keys) >= 200_000:
+                listed = listed.join(pa.concat_tables(keys), keys=list(DONE_COLUMNS), join_type="left anti")
+                keys = []
+    if keys:
+        listed = listed.join(pa.concat_tables(keys), keys=list(DONE_COLUMNS), join_type="left anti")
+    return listed.sort_by("video_uri").select(list(PLAN_COLUMNS))
 
 
 def write_listings(table_uri: str, rows: int, folder: str) -> dict:
@@ -276,6 +314,8 @@ def write_listings(table_uri: str, rows: int, folder: str) -> dict:
                         "error_kind": pa.nulls(rows, pa.string()), "error": pa.nulls(rows, pa.string())})
     out = {}
     for path, n in (("small", min(rows, plan.LOCAL_PLAN_MAX_ROWS)), ("ray", rows)):
+        if path == "small":
+            out["small-lowmem"] = f"{folder}/listing-{rows}-small.parquet"
         out[path] = f"{folder}/listing-{rows}-{path}.parquet"
         pq.write_table(listing.slice(0, n), out[path], row_group_size=50_000)
     return out
@@ -299,7 +339,9 @@ def run_child(name: str, table_uri: str, rows: int, s3: bool, timeout: float = 9
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
     if out.returncode or not lines:
-        raise RuntimeError(f"{name} failed ({out.returncode}): {out.stderr[-3000:]}")
+        log = Path(tempfile.gettempdir()) / f"bench-table-{name}-{os.getpid()}.stderr"
+        log.write_text(out.stderr)
+        raise RuntimeError(f"{name} failed ({out.returncode}); its stderr is in {log}")
     return json.loads(lines[-1][len("RESULT "):])
 
 
@@ -355,6 +397,8 @@ def main() -> None:
     ap.add_argument("--s3", action="store_true", help="on moto (jobs.demo_s3.LocalS3)")
     ap.add_argument("--experiments", nargs="+", default=["new", "mixed", "relabel", "skipset"])
     ap.add_argument("--relabel-commits", type=int, default=10, help="commits of the whole-table relabel to run")
+    ap.add_argument("--skipset-paths", nargs="+", choices=("small", "small-lowmem", "ray"),
+                    default=["small", "ray"])
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--child-kwargs", default="{}", help=argparse.SUPPRESS)
     ap.add_argument("--table", help=argparse.SUPPRESS)
@@ -388,7 +432,7 @@ def main() -> None:
                 listing = write_listings(pristine, rows, tmp) if "skipset" in args.experiments else {}
                 res = results[rows] = {"files": files, "mb": size / 2**20}
                 for name in args.experiments:
-                    variants = ([{"path": "small", "listing": listing}, {"path": "ray", "listing": listing}]
+                    variants = ([{"path": p, "listing": listing} for p in args.skipset_paths]
                                 if name == "skipset" else [{}])
                     for kw in variants:
                         if name == "relabel":

@@ -207,6 +207,9 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict]] = {
     "commit_interval_s": (("--commit-interval", "commit_interval_s"), dict(
         type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True, metavar="SECONDS",
         help="... or every SECONDS since the last commit, whichever comes first.")),
+    "commit_timeout_s": (("--commit-timeout", "commit_timeout_s"), dict(
+        type=click.FloatRange(min=0, min_open=True), default=300.0, show_default=True, metavar="SECONDS",
+        help="Retry a failing commit (storage errors, conflicts) with backoff this long before the run fails (exit 4).")),
     "labels_file": (("--labels", "labels_file"), dict(
         type=click.Path(exists=True, dir_okay=False), default=None,
         help="Class names, one per line, for checkpoints fine-tuned on other classes.")),

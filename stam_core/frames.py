@@ -121,7 +121,7 @@ def to_model_input(rgb: np.ndarray) -> np.ndarray:
 FAST_INTERPOLATION = "BILINEAR"
 
 
-def fast_model_input(frame, orient: "_Orient", reformatter) -> np.ndarray:
+def fast_model_input(frame, orient: _Orient, reformatter) -> np.ndarray:
     """resize="fast": swscale scales the decoded (YUV) picture straight to the resized size
     while converting it to RGB, then the picture is turned and centre-cropped to 224x224.
 

@@ -21,7 +21,13 @@ from stam_core.errors import (
     VideoTooLargeError,
 )
 from stam_core.frames import (
-    CROP, _display_matrix, _Orient, _Plan, _VariableFrameRate, fast_model_input, to_model_input,
+    CROP,
+    _display_matrix,
+    _Orient,
+    _Plan,
+    _VariableFrameRate,
+    fast_model_input,
+    to_model_input,
 )
 from stam_core.video import INDEXED_FORMATS, Clip, ClipInfo, Source, _ffmpeg_error, _open_input
 

@@ -4,11 +4,14 @@ Sampling rule: the video (or the ``start``/``end`` window) is divided into ``num
 equal segments by presentation time; sample i comes from the middle half of segment i
 (``|t_i - centre_i| <= duration / (4 * num_frames)``). When the container's index shows a
 keyframe inside that half which decoding has not passed yet, the decoder seeks to it and
-takes it (one frame decoded); otherwise it takes the frame nearest the centre. A segment
-whose middle half holds no frame (very short or variable-frame-rate videos) takes the frame
-on screen at its centre. Frames are converted to RGB in display orientation and transformed
-as in the official STAM evaluation: resize the shorter side to 256 (PIL bilinear), centre
-crop 224x224.
+takes it (one frame decoded); otherwise, where frames are dense, it takes the reference
+frame nearest the centre (non-reference frames are not decoded at all; a middle half with no
+reference frame is decoded whole and gives the frame nearest the centre), and where they are
+sparse the frame nearest the centre. A segment whose middle half holds no frame (very short
+or variable-frame-rate videos) takes the frame on screen at its centre. Frames are converted
+to RGB in display orientation and transformed as in the official STAM evaluation: resize the
+shorter side to 256 (PIL bilinear), centre crop 224x224 (``resize="exact"``), or scaled by
+swscale in YUV straight to size (``resize="fast"``). Each Clip says what it cost in CPU time.
 
 Decoding runs in a separate worker process with a hard time limit and a memory limit unless
 ``timeout=None`` (see ``stam_core.decode_worker``). Streams whose coded picture exceeds

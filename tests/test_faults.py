@@ -102,13 +102,18 @@ def s3_keys(local_s3, bucket: str, prefix: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def slower_weights(tmp_path_factory) -> Path:
-    """The tiny model made wider and deeper (~0.1 s a clip on one thread), so that a kill or a
-    signal lands between commits rather than after the last one (test_job.py does the same)."""
+    """The tiny model with 64 frames per clip, wider and deeper (~0.3 s a clip on one thread).
+
+    The driver commits whole Ray blocks: a block closes at Ray Data's target size (128 MiB),
+    about 110 clips of the 8-frame tiny model, so a small run arrives as one block and makes
+    one commit whatever --commit-every says. 64-frame clips (9.6 MB each) close a block every
+    ~14 clips, so a run of a few dozen videos commits several times, and the slower model
+    makes a kill or a signal land between those commits rather than after the last one."""
     import torch
 
     torch.manual_seed(0)
-    return stam_core.save_checkpoint(stam_core.create_model("stam_tiny", patch_size=16, embed_dim=192, depth=8),
-                                     tmp_path_factory.mktemp("weights") / "slower.pth")
+    return stam_core.save_checkpoint(stam_core.create_model("stam_tiny", num_frames=64, embed_dim=192, depth=4),
+                                     tmp_path_factory.mktemp("weights") / "slower64.pth")
 
 
 def slow_args(weights: Path, ray_head: str) -> list[str]:
@@ -153,8 +158,8 @@ def test_lost_commit_answer_adds_nothing(local_s3, ray_head, slower_weights, tmp
 
     Twice: the first commit (into the empty table) and the second (a merge that replaces files)."""
     local_s3.create_bucket("lostanswer")
-    # 16 videos: two decode tasks of 8 (videos_per_task), so two blocks, so two commits.
-    uris = upload(local_s3, make_videos(tmp_path / "videos", 16), "s3://lostanswer/in")
+    # 20 videos of 64-frame clips: two Ray blocks at least, so two commits at least.
+    uris = upload(local_s3, make_videos(tmp_path / "videos", 20), "s3://lostanswer/in")
     out = "s3://lostanswer/out"
     with FaultProxy(local_s3.endpoint) as proxy:
         # Version 0 creates the table; 1.. are the run's commits (a block of videos each).
@@ -255,7 +260,7 @@ def kill_after_first_commit(cli: Cli, out: Path, timeout: float = 240) -> None:
 
 
 def test_killed_driver_video_mode_resumes_exactly_once(ray_head, slower_weights, tmp_path):
-    videos = make_videos(tmp_path / "videos", 24, size=(160, 120))
+    videos = make_videos(tmp_path / "videos", 30)
     out = tmp_path / "out"
     args = ["run", str(tmp_path / "videos"), str(out), *slow_args(slower_weights, ray_head)]
     killed = Cli(tmp_path / "killed.log", *args)
@@ -290,7 +295,7 @@ def test_killed_driver_video_mode_resumes_exactly_once(ray_head, slower_weights,
 
 
 def test_killed_driver_window_mode_resumes_whole_videos(ray_head, slower_weights, tmp_path):
-    videos = make_videos(tmp_path / "videos", 10, seconds=3.0, size=(160, 120))
+    videos = make_videos(tmp_path / "videos", 10, seconds=3.0)
     out = tmp_path / "out"
     args = ["run", str(tmp_path / "videos"), str(out), *slow_args(slower_weights, ray_head),
             "--window-seconds", "1"]
@@ -319,7 +324,7 @@ def test_killed_driver_window_mode_resumes_whole_videos(ray_head, slower_weights
 # ---- 4. Ctrl-C and SIGTERM -------------------------------------------------------------------
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
 def test_interrupted_run_keeps_its_commits_and_rerun_labels_the_rest(ray_head, slower_weights, tmp_path, sig):
-    videos = make_videos(tmp_path / "videos", 20, size=(160, 120))
+    videos = make_videos(tmp_path / "videos", 30)
     out = tmp_path / "out"
     args = ["run", str(tmp_path / "videos"), str(out), *slow_args(slower_weights, ray_head)]
     cli = Cli(tmp_path / "interrupted.log", *args)

@@ -37,16 +37,29 @@ def test_video_level_row_is_mean_of_window_probabilities():
     agg = VideoLevel(["a", "b", "c"], top_k=2)
     rows = window_rows("v", [[0.7, 0.2, 0.1], [0.1, 0.5, 0.4], None], ["ok", "ok", "error"])
     assert agg.add(rows.slice(0, 2)) == []  # incomplete until every window arrived
-    (video,) = agg.add(rows.slice(2, 1))
+    *windows, video = agg.add(rows.slice(2, 1))  # the video's windows and its row, together
+    assert [w["segment_index"] for w in windows] == [0, 1, 2]
+    assert not any(k.startswith("_") for w in windows for k in w)
     assert video["segment_index"] == VIDEO_LEVEL and video["status"] == "ok"
     assert video["labels"] == ["a", "b"] and video["scores"] == pytest.approx([0.4, 0.35])
     assert (video["segment_start_s"], video["segment_end_s"]) == (0.0, 30.0)
 
 
-def test_video_level_row_of_all_failed_windows_is_an_error_and_flush_finishes_partial_videos():
+def test_a_retried_window_counts_once():
     agg = VideoLevel(["a", "b"], top_k=1)
-    (video,) = agg.add(window_rows("v", [None], ["error"]))
-    assert video["status"] == "error" and video["labels"] is None
-    assert agg.add(window_rows("w", [[0.9, 0.1], [0.9, 0.1]], ["ok", "ok"]).slice(0, 1)) == []
-    (partial,) = agg.flush()
-    assert partial["video_uri"] == "w" and partial["labels"] == ["a"]
+    rows = window_rows("v", [[0.9, 0.1], [0.2, 0.8]], ["ok", "ok"])
+    assert agg.add(rows.slice(0, 1)) == [] and agg.add(rows.slice(0, 1)) == []  # the same window twice
+    assert len(agg.add(rows.slice(1, 1))) == 3
+
+
+def test_all_failed_windows_make_an_error_and_missing_windows_make_the_video_incomplete():
+    agg = VideoLevel(["a", "b"], top_k=1)
+    window, video = agg.add(window_rows("v", [None], ["error"]))
+    assert video["status"] == "error" and video["labels"] is None and video["error_kind"] == "format_error"
+    # Window 1 of 3 never came back (its Ray task failed past retries): never an ok video row.
+    rows = window_rows("w", [[0.9, 0.1], [0.9, 0.1], [0.9, 0.1]], ["ok", "ok", "ok"])
+    assert agg.add(rows.take([0, 2])) == []
+    *windows, partial = agg.flush()
+    assert [w["segment_index"] for w in windows] == [0, 2]
+    assert partial["status"] == "error" and partial["error_kind"] == "incomplete" and partial["labels"] is None
+    assert "1 of 3 windows" in partial["error"] and "windows 1" in partial["error"]
