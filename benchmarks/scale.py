@@ -27,6 +27,7 @@ the driver.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -49,7 +50,6 @@ T0 = time.time()
 def cli_child(argv: list[str]) -> None:
     """`stam-label <argv>` with timestamps; prints a TIMES line on stderr at exit."""
     import atexit
-
     import threading
 
     times: dict[str, float] = {"imports_start": T0}
@@ -74,7 +74,7 @@ def cli_child(argv: list[str]) -> None:
         times["exit"] = time.time()
         marks = sorted((v - T0, k) for k, v in times.items())
         phases = {}  # the sampled RSS peak of each step (named by the mark that ends it)
-        for (start, _), (end, name) in zip(marks, marks[1:]):
+        for (start, _), (end, name) in itertools.pairwise(marks):
             inside = [r for t, r in samples if start <= t <= end]
             if inside:
                 phases[name] = round(max(inside), 1)
@@ -129,9 +129,9 @@ def cli_child(argv: list[str]) -> None:
 def make_inputs(folder: Path, n: int, layout: str) -> tuple[Path, Path, Path, float]:
     import pyarrow.parquet as pq
     import torch
+    from table import build_table
 
     import stam_core
-    from table import build_table
 
     start = time.perf_counter()
     torch.manual_seed(0)
@@ -198,7 +198,7 @@ def main() -> None:
             env = dict(os.environ)
             env.pop("RAY_ADDRESS", None)  # a fresh local Ray, as a plain run starts
             try:
-                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env, check=False)
             except subprocess.TimeoutExpired:
                 print(f"  timed out after {args.timeout:.0f} s", flush=True)
                 results[n] = {"timed_out": args.timeout}

@@ -11,7 +11,8 @@ and timestamps, source_version, weights_sha256). It is written with ``write_delt
 by video_uri, in one of two layouts:
 
     compacted   what ``stam-label optimize`` leaves: files up to TARGET_FILE_BYTES (128 MB)
-    commits     what runs leave before any optimize: one file per commit of 2000 videos
+    commits     small files, as runs leave them before any optimize: written with
+                target_file_size=1, delta-rs cuts a file per ~1000-row batch (980 files at 1M rows)
 
 Then, each on a fresh copy of the table (``LabelTable.commit``, the production path):
 
@@ -23,7 +24,9 @@ Then, each on a fresh copy of the table (``LabelTable.commit``, the production p
     skipset     in a fresh process each: jobs.plan._small_plan (the driver's Arrow anti-join, listing
                 capped at LOCAL_PLAN_MAX_ROWS) and jobs.plan._large_plan (done_dataset + Ray join +
                 sort); time and the driver's peak RSS above its baseline after imports and ray.init
-                (ru_maxrss, Ray's worker processes excluded)
+                (VmHWM after resetting it through /proc/self/clear_refs; Ray's worker processes
+                excluded); --skipset-paths small-lowmem runs a PROTOTYPE of _small_plan that
+                reads the table with ParquetFile.iter_batches (not production code)
 
 moto: ``--s3`` starts jobs.demo_s3.LocalS3 (a moto server in a child process) and puts the
 table in s3://bench/...; moto keeps objects in its process memory and is slow, so 100k rows
@@ -61,9 +64,8 @@ def uri(n) -> str:
 def synth_rows(numbers: np.ndarray, *, run_id: str = "20260101T000000Z-000000", sha: str = SHA,
                versions: list | None = None, seed: int = 0) -> pa.Table:
     """Whole-video 'ok' rows (output_schema, flat columns filled) for the given video numbers."""
-    from stam_core import KINETICS400_CLASSES
-
     from jobs.schema import output_schema, with_flat_columns
+    from stam_core import KINETICS400_CLASSES
 
     n = len(numbers)
     rng = np.random.default_rng(seed)
@@ -120,7 +122,7 @@ def build_table(table_uri: str, rows: int, layout: str, storage_options=None, ch
         schema = synth_rows(numbers[:1], sha=sha).schema
         write_deltalake(table_uri, pa.RecordBatchReader.from_batches(schema, batches()), mode="append",
                         storage_options=storage_options, target_file_size=COMPACT_BYTES)
-    else:  # one file per 2000 videos (as each run commit writes), one transaction per 50 files
+    else:  # small files (delta-rs cuts one per ~1000-row batch), one transaction per 100k rows
         per_write = COMMIT * 50
         for lo in range(0, rows, per_write):
             part = synth_rows(numbers[lo:lo + per_write], sha=sha, seed=lo,
@@ -187,7 +189,7 @@ def exp_relabel(table_uri: str, rows: int, commits: int = 10, **_) -> dict:
         res = table.commit(batch, run_id="bench-relabel", seq=seq)
         times.append(time.perf_counter() - start)
         per_commit.append(res.rewritten_rows)
-    files, size = len(table.data_files()), None
+    files = len(table.data_files())
     measured_rewrite = sum(per_commit)
     # Extrapolate: later commits of a sorted table behave like the measured steady state
     # (the median of the measured commits after the first).
@@ -267,12 +269,12 @@ def small_plan_lowmem(listed_ds, table, done):
     """PROTOTYPE (not production): jobs.plan._small_plan with the table read in bounded memory.
 
     The production loop asks for batches of LOCAL_PLAN_MAX_ROWS, but the scanner decodes a
-    whole row group at a time and reads ahead (4 files, 16 batches); delta-rs writes a file of
-    up to 128 MB as one row group (~1M rows here), so the driver holds every key column of a
-    whole file, twice (string_view, then the plain() copy). Here: no pre-buffering, no
-    read-ahead, smaller batches.
+    whole row group at a time (and reads ahead); delta-rs writes a file of up to 128 MB as one
+    row group (~1M rows here), so the driver holds the key columns of a whole file at once.
+    Here: pyarrow.parquet.ParquetFile.iter_batches, one file at a time, no pre-buffering,
+    batches of 50k rows. (The files' columns are the same here; production would also
+    align schemas across files, as table.dataset() does.)
     """
-    import pyarrow.dataset as pads
     import ray
 
     from jobs.plan import DONE_COLUMNS, PLAN_COLUMNS, PLAN_TYPES
@@ -281,12 +283,18 @@ def small_plan_lowmem(listed_ds, table, done):
     refs = listed_ds.to_arrow_refs()
     listed = pa.concat_tables([plain(t) for t in ray.get(refs)])
     listed = listed.select(list(PLAN_COLUMNS)).cast(pa.schema(PLAN_TYPES.items()))
-    dataset = table.dataset()
+    import pyarrow.parquet as pq
+
     columns = sorted(set(DONE_COLUMNS) | {"weights_sha256", "mode", "segment_index", "status", "error_kind"})
-    options = pads.ParquetFragmentScanOptions(pre_buffer=False)
+
+    def batches():
+        for path in table.data_files():
+            with table.fs.open_input_file(path) as f:
+                yield from pq.ParquetFile(f, pre_buffer=False).iter_batches(batch_size=50_000, columns=columns,
+                                                                            use_threads=False)
+
     keys = []
-    for batch in dataset.to_batches(columns=columns, batch_size=50_000, batch_readahead=0, fragment_readahead=1,
-                                    fragment_scan_options=options, use_threads=False):
+    for batch in batches():
         part = plain(pa.Table.from_batches([batch])).filter(done).select(list(DONE_COLUMNS))
         if part.num_rows:
             keys.append(part)
@@ -333,16 +341,26 @@ def child(args) -> None:
     print("RESULT " + json.dumps(result), flush=True)
 
 
-def run_child(name: str, table_uri: str, rows: int, s3: bool, timeout: float = 900, **kwargs) -> dict:
+def run_child(name: str, table_uri: str, rows: int, s3: bool, timeout: float = 900, attempts: int = 2,
+              **kwargs) -> dict:
+    """The experiment in a fresh process; one retry (Ray Data 2.60 can fail the first read_parquet
+    of several files in a process: see the note in docs/benchmarks.md); failures are counted."""
     cmd = [sys.executable, __file__, "--child", name, "--table", table_uri, "--rows", str(rows),
            "--child-kwargs", json.dumps(kwargs)] + (["--s3"] if s3 else [])
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
-    if out.returncode or not lines:
-        log = Path(tempfile.gettempdir()) / f"bench-table-{name}-{os.getpid()}.stderr"
+    failures = []
+    for _ in range(attempts):
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+        if not out.returncode and lines:
+            result = json.loads(lines[-1][len("RESULT "):])
+            if failures:
+                result["failed_tries"] = failures
+            return result
+        log = Path(tempfile.gettempdir()) / f"bench-table-{name}-{os.getpid()}-{len(failures)}.stderr"
         log.write_text(out.stderr)
-        raise RuntimeError(f"{name} failed ({out.returncode}); its stderr is in {log}")
-    return json.loads(lines[-1][len("RESULT "):])
+        last = [line for line in out.stderr.splitlines() if line.strip() and not set(line.strip()) <= set("^~")]
+        failures.append(f"{last[-1][:200] if last else out.returncode} (stderr: {log})")
+    raise RuntimeError(f"{name} failed {attempts} times: {failures}")
 
 
 class Copier:

@@ -224,6 +224,10 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict]] = {
     "max_pixels": (("--max-pixels",), dict(
         type=click.IntRange(1), default=DEFAULT_MAX_PIXELS, show_default=True,
         help="Videos with more pixels per frame are error rows (too_large), read from the header only.")),
+    "resize": (("--resize",), dict(
+        type=click.Choice(["exact", "fast"]), default="exact", show_default=True,
+        help="exact: the official PIL resize; fast: scale in YUV with swscale (cheaper, not bit-exact; "
+             "see docs/decoding.md).")),
     "allow_local_paths": (("--allow-local-paths",), dict(
         is_flag=True, help="Allow local paths in a manifest stored in S3 (refused by default).")),
     "dry_run": (("--dry-run",), dict(
@@ -347,6 +351,13 @@ def print_summary(summary) -> None:
         click.echo(f"error rate: {summary.error_rate:.1%} ({summary.error} of {summary.processed} labelled videos)")
     for kind, count in sorted(summary.error_kinds.items(), key=lambda kv: -kv[1])[:5]:
         click.echo(f"  {count:6d} x {kind}: e.g. {summary.error_examples.get(kind, '')[:160]}")
+    totals = getattr(summary, "totals", {}) or {}
+    if summary.processed and totals:
+        hours = (totals.get("footage_s") or 0) / 3600
+        per_hour = (f"; per hour of footage: {totals.get('decode_cpu_s', 0) / hours:.0f} decode CPU-s, "
+                    f"{totals.get('model_s', 0) / hours:.0f} model s") if hours else ""
+        click.echo(f"cost: decode {totals.get('decode_cpu_s', 0):.1f} CPU-s, model {totals.get('model_s', 0):.1f} s "
+                   f"for {summary.processed} videos ({(totals.get('footage_s') or 0) / 60:.1f} min of footage){per_hour}")
     click.echo(f"output: {summary.output_uri} ({summary.commits} commits)")
 
 

@@ -33,6 +33,9 @@ class Counts:
     error_examples: dict[str, str] = field(default_factory=dict)
     placement: dict[str, dict[str, int]] = field(default_factory=dict)  # stage -> Ray node id -> clips
     output_times: list[tuple[float, int]] = field(default_factory=list)  # (arrival, videos so far)
+    decode_cpu_s: float = 0.0  # CPU time of the decode workers, every clip (windows included)
+    model_s: float = 0.0  # model actor time (GPU or CPU), every clip
+    footage_s: float = 0.0  # duration of the videos labelled ok
 
     @property
     def processed(self) -> int:
@@ -60,6 +63,8 @@ class Committer:
             clips_on = self.counts.placement.setdefault(stage, {})
             for node in batch[f"_{stage}_node"].to_pylist():
                 clips_on[node] = clips_on.get(node, 0) + 1
+        self.counts.model_s += sum(batch["_model_s"].to_pylist())
+        self.counts.decode_cpu_s += sum(v for v in batch["decode_cpu_ms"].to_pylist() if v) / 1000
         if self.video_level is not None:
             finished = self.video_level.add(batch)
             if finished:
@@ -103,12 +108,14 @@ class Committer:
         counts = self.counts
         counts.rows += rows.num_rows
         ok = error = 0
-        for index, status, kind, message in zip(rows["segment_index"].to_pylist(), rows["status"].to_pylist(),
-                                                rows["error_kind"].to_pylist(), rows["error"].to_pylist()):
+        for index, status, kind, message, duration in zip(
+                rows["segment_index"].to_pylist(), rows["status"].to_pylist(), rows["error_kind"].to_pylist(),
+                rows["error"].to_pylist(), rows["duration_s"].to_pylist()):
             if index != self.level:
                 continue
             if status == "ok":
                 ok += 1
+                counts.footage_s += duration or 0.0
             else:
                 error += 1
                 counts.error_kinds[kind] = counts.error_kinds.get(kind, 0) + 1

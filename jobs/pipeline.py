@@ -90,6 +90,7 @@ class JobConfig:
     model_name: str | None = None  # the `model` column; default: release name or the checkpoint's own
     weights_sha256: str | None = None  # optional pin of the weights file
     max_pixels: int | None = DEFAULT_MAX_PIXELS
+    resize: str = "exact"  # "fast": scale in YUV (not bit-exact; docs/decoding.md)
     allow_local_paths: bool = False  # local paths named by a manifest stored in S3
     dry_run: bool = False
     progress_interval_s: float = 30.0
@@ -117,6 +118,7 @@ class RunSummary:
     dry_run: bool = False
     first_uris: list[str] = field(default_factory=list)  # --dry-run: the first videos to label
     estimated_decode_cpu_h: float = 0.0  # --dry-run
+    totals: dict = field(default_factory=dict)  # per-stage cost: decode_cpu_s, model_s, footage_s, videos
 
     @property
     def files(self) -> list[str]:  # the old layout's per-file list; kept for callers that count it
@@ -154,6 +156,8 @@ class RunSummary:
         self.ok, self.error, self.rows, self.commits = counts.ok, counts.error, counts.rows, counts.commits
         self.error_kinds, self.error_examples = dict(counts.error_kinds), dict(counts.error_examples)
         self.output_times, self.placement = counts.output_times, counts.placement
+        self.totals = {"decode_cpu_s": counts.decode_cpu_s, "model_s": counts.model_s,
+                       "footage_s": counts.footage_s, "videos": counts.processed}
 
 
 ITEM_KEYS = ("video_uri", "source_size", "source_version", "segment_index", "num_segments", "start_s", "end_s")
@@ -209,7 +213,7 @@ def expand_windows(batch: dict[str, np.ndarray], *, window: float, stride: float
 
 # ---- stage 1: decode and sample (stateless, CPU) -----------------------------------------
 def decode_videos(batch: dict[str, np.ndarray], *, num_frames: int, timeout: float,
-                  max_pixels: int | None) -> dict[str, np.ndarray]:
+                  max_pixels: int | None, resize: str = "exact") -> dict[str, np.ndarray]:
     from jobs.listing import local_path
     from stam_core import VideoError, read_clip
 
@@ -225,7 +229,8 @@ def decode_videos(batch: dict[str, np.ndarray], *, num_frames: int, timeout: flo
             continue
         try:
             clip = read_clip(local_path(uri), num_frames, start=None if start < 0 else start,
-                             end=None if end < 0 else end, timeout=timeout, max_pixels=max_pixels)
+                             end=None if end < 0 else end, timeout=timeout, max_pixels=max_pixels,
+                             resize=resize)
         except VideoError as exc:
             _append_decode(out, ok=False, error=str(exc), error_kind=exc.kind)
             continue
@@ -235,7 +240,8 @@ def decode_videos(batch: dict[str, np.ndarray], *, num_frames: int, timeout: flo
                        width=info.width, height=info.height, codec=info.codec, decoder=info.decoder,
                        frame_indices=np.asarray(clip.indices, np.int32),
                        frame_timestamps=np.asarray(clip.timestamps, np.float64),
-                       warnings="\n".join(getattr(clip, "warnings", ()) or ()))
+                       warnings="\n".join(clip.warnings or ()), resize=clip.resize,
+                       decode_cpu_ms=clip.decode_cpu_ms)
     result = {k: np.asarray(v) for k, v in out.items() if k not in ("frame_indices", "frame_timestamps")}
     # Fixed dtypes and widths: Ray must be able to concatenate blocks from different tasks.
     result["frame_indices"] = _stack(out["frame_indices"], num_frames, np.int32)
@@ -259,11 +265,13 @@ def _node_id() -> str:
 
 
 def _append_decode(out, *, ok, error, error_kind, duration_s=np.nan, fps=np.nan, width=-1, height=-1,
-                   codec="", decoder="", frame_indices=None, frame_timestamps=None, warnings=""):
+                   codec="", decoder="", frame_indices=None, frame_timestamps=None, warnings="", resize="",
+                   decode_cpu_ms=np.nan):
     for key, value in (("ok", ok), ("error", error), ("error_kind", error_kind), ("duration_s", duration_s),
                        ("fps", fps), ("width", width), ("height", height), ("codec", codec),
                        ("decoder", decoder), ("frame_indices", frame_indices),
-                       ("frame_timestamps", frame_timestamps), ("warnings", warnings)):
+                       ("frame_timestamps", frame_timestamps), ("warnings", warnings), ("resize", resize),
+                       ("decode_cpu_ms", decode_cpu_ms)):
         out[key].append(value)
 
 
@@ -308,13 +316,15 @@ class Labeler:
         ok = batch["ok"].astype(bool)
         n = len(ok)
         probs = embeds = None
+        started = time.perf_counter()
         if ok.any():
             clips = self.clips_to_tensor(batch["frames"][ok], self.model.device)
             with self.torch.inference_mode():
                 feats = self.model.forward_features(clips)
                 logits = self.model.head(feats.to(self.model.head.weight.dtype)).float()
                 probs = self.torch.softmax(logits, dim=-1).cpu().numpy()
-                embeds = feats.float().cpu().numpy()
+                embeds = feats.float().cpu().numpy()  # .cpu() waits for the GPU: the time is the model's
+        model_s = time.perf_counter() - started
         rows = {name: [] for name in ("labels", "scores", "class_ids", "embedding", "probs")}
         j = 0
         for i in range(n):
@@ -351,6 +361,8 @@ class Labeler:
             "frame_timestamps": [list(v) if k else None for k, v in zip(ok, batch["frame_timestamps"])],
             "decoder": _null_where(batch["decoder"], ok),
             "warnings": [str(w).split("\n") if k and w else None for k, w in zip(ok, batch["warnings"])],
+            "resize": _null_where(batch["resize"], ok),
+            "decode_cpu_ms": [None if np.isnan(v) else float(v) for v in batch["decode_cpu_ms"]],
             "source_size": [None if s < 0 else int(s) for s in batch["source_size"]],
             "source_version": [str(v) or None for v in batch["source_version"]],
             "labelled_at": [now] * n,
@@ -365,6 +377,7 @@ class Labeler:
         # Where each stage ran, for the run manifest; never written to the table.
         table = table.append_column("_decode_node", pa.array(batch["_decode_node"], pa.string()))
         table = table.append_column("_model_node", pa.array([_node_id()] * n, pa.string()))
+        table = table.append_column("_model_s", pa.array([model_s / n] * n, pa.float64()))  # its share of the batch
         if self.windowed:
             # For the driver's video-level row only; never written.
             table = table.append_column("_num_segments", pa.array(batch["num_segments"], pa.int32()))
@@ -430,8 +443,8 @@ def run_job(config: JobConfig) -> RunSummary:
         with _signals_interrupt():
             try:
                 plan, work = planning.build(config, table, info.weights_sha256, mode, run_id)
-            except StorageError as exc:
-                raise JobError(str(exc)) from exc
+            except (StorageError, OSError) as exc:
+                raise JobError(f"cannot plan the run: {exc}") from exc
             summary.listed, summary.skipped, summary.total = plan.listed, plan.skipped, plan.total
             record.update(plan={"listed": plan.listed, "skipped": plan.skipped, "to_label": plan.total,
                                 "path": plan.path})
@@ -441,7 +454,7 @@ def run_job(config: JobConfig) -> RunSummary:
                 table.ensure_created(schema)
                 summary.execution_started_at = time.time()
                 _label(config, work, committer, info, class_names, model_name, run_id, mode, plan.total)
-                summary.lost = _reconcile(config, table, committer, plan, run_id, mode, started)
+                summary.lost = _reconcile(config, table, committer, plan, run_id, mode)
     except KeyboardInterrupt:
         _commit_what_is_done(committer)
         summary.take_counts(committer.counts)
@@ -488,7 +501,14 @@ def _dataset(config: JobConfig, work, info, class_names, model_name: str, run_id
     import ray
 
     resources = ray.cluster_resources()
+    from stam_core.decode_worker import decode_memory_limit
+
     decode_args = {"num_cpus": 1 / config.decode_tasks_per_cpu, "max_retries": config.decode_retries}
+    limit = decode_memory_limit(config.max_pixels)
+    if limit:
+        # Each decode task's worker process may use this much (its RLIMIT_DATA): Ray places no
+        # more tasks on a node than its memory holds, so hostile files cannot take a node down.
+        decode_args["memory"] = limit
     if resources.get("stam_decode", 0) > 0:
         # Keep decoding off the GPU nodes; stam_decode counts CPUs like num_cpus does.
         decode_args["resources"] = {"stam_decode": decode_args["num_cpus"]}
@@ -512,7 +532,8 @@ def _dataset(config: JobConfig, work, info, class_names, model_name: str, run_id
         )
     ds = ds.map_batches(
         decode_videos, batch_size=config.videos_per_task,
-        fn_kwargs={"num_frames": info.num_frames, "timeout": config.decode_timeout, "max_pixels": config.max_pixels},
+        fn_kwargs={"num_frames": info.num_frames, "timeout": config.decode_timeout, "max_pixels": config.max_pixels,
+                   "resize": config.resize},
         concurrency=decode_concurrency, **decode_args,
     )
     return ds.map_batches(
@@ -527,12 +548,11 @@ def _dataset(config: JobConfig, work, info, class_names, model_name: str, run_id
     )
 
 
-def _reconcile(config: JobConfig, table: LabelTable, committer: Committer, plan, run_id: str, mode: str,
-               started: float) -> int:
+def _reconcile(config: JobConfig, table: LabelTable, committer: Committer, plan, run_id: str, mode: str) -> int:
     """Plan rows that produced no row (Ray gave up on their tasks) become "lost" error rows."""
-    if planning.committed_by_run(table, run_id, mode) >= plan.total:
-        return 0  # every planned video has a current row from this run: nothing lost, no join needed
-    missing = planning.lost(table, plan.path, run_id, mode, started)
+    if planning.written_since(table, plan, run_id, mode) >= plan.total:
+        return 0  # every planned video has a row from this run: nothing lost, no join needed
+    missing = planning.lost(table, plan, mode)
     lost = 0
     for batch in missing.iter_batches(batch_size=config.commit_every, batch_format="pyarrow"):
         committer.add(_lost_rows(batch, committer.schema, run_id, config))
@@ -653,7 +673,12 @@ def _record(config: JobConfig, run_id: str, info, model_name: str, mode: str, st
 
 
 def _counts(summary: RunSummary) -> dict:
-    return {"counts": {"listed": summary.listed, "skipped": summary.skipped, "to_label": summary.total,
+    totals = dict(summary.totals, wall_s=summary.elapsed_s or None)
+    hours = (totals.get("footage_s") or 0) / 3600
+    if hours:
+        totals["decode_cpu_s_per_footage_h"] = totals.get("decode_cpu_s", 0) / hours
+        totals["model_s_per_footage_h"] = totals.get("model_s", 0) / hours
+    return {"totals": totals, "counts": {"listed": summary.listed, "skipped": summary.skipped, "to_label": summary.total,
                        "ok": summary.ok, "error": summary.error, "rows": summary.rows, "lost": summary.lost,
                        "commits": summary.commits},
             "error_kinds": summary.error_kinds, "placement": summary.placement,

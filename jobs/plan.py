@@ -26,6 +26,7 @@ PLAN_COLUMNS = tuple(PLAN_TYPES)
 # Plans up to this many listed videos are joined and sorted on the driver (about 60 MB of
 # Arrow at most); larger ones with Ray's distributed join and sort.
 LOCAL_PLAN_MAX_ROWS = 200_000
+MAX_BLOCKS = 100_000  # Ray's per-block bookkeeping: beyond this, blocks grow instead
 JOIN_PARTITIONS_PER_CPU = 2
 
 
@@ -35,6 +36,7 @@ class Plan:
     skipped: int
     total: int  # videos to label
     path: str | None  # the persisted plan (None for a dry run or an empty plan)
+    table_version: int | None = None  # the label table's version the plan was made against
 
 
 def _join_partitions() -> int:
@@ -70,6 +72,8 @@ def listing(config):
 def build(config, table: LabelTable, weights_sha256: str | None, mode: str, run_id: str,
           *, persist: bool = True) -> tuple[Plan, object]:
     """The run's plan and a dataset of its work items, sorted by video_uri."""
+    snapshot = table.snapshot()
+    version = None if snapshot is None else snapshot.version()
     listed_ds = listing(config).materialize()  # in Ray's object store, not on the driver
     listed = listed_ds.count()
     done = None if config.relabel else done_filter(weights_sha256, mode)
@@ -90,10 +94,13 @@ def build(config, table: LabelTable, weights_sha256: str | None, mode: str, run_
         total = min(to_label, config.limit) if config.limit is not None else to_label
     skipped = listed - to_label
     if not persist or not total:
-        return Plan(listed, skipped, total, None), todo_ds
+        return Plan(listed, skipped, total, None, version), todo_ds
     path = table.plan_path(run_id)
     todo_ds.write_parquet(path, filesystem=table.fs)
-    return Plan(listed, skipped, total, path), read(table, path)
+    # One block per decode task's share: read back, the plan file is one block, which would be
+    # one decode task and one commit.
+    blocks = min(-(-total // config.videos_per_task), MAX_BLOCKS)
+    return Plan(listed, skipped, total, path, version), read(table, path).repartition(blocks)
 
 
 def _small_plan(listed_ds, table: LabelTable, done: pc.Expression | None) -> pa.Table:
@@ -135,37 +142,45 @@ def read(table: LabelTable, path: str):
     return ray.data.read_parquet(path, filesystem=table.fs)
 
 
-def lost(table: LabelTable, plan_path: str, run_id: str, mode: str, started: float):
-    """Plan rows with no current video-level row from this run or newer (Ray lost their tasks).
+def lost(table: LabelTable, plan: Plan, mode: str):
+    """Plan rows whose video has no row written since the plan was made (Ray lost their tasks).
 
-    A row a concurrent run committed after this one started counts as done: it is current.
+    "Written since" is by commit order, not by timestamps: the video-level rows in the data
+    files the table gained after ``plan.table_version``. A video another run labelled
+    meanwhile counts as done; what this run never committed does not.
     """
-    import datetime as dt
-
     import ray
 
-    level = 0 if mode == "video" else -1
-    files = table.data_files()
-    planned = read(table, plan_path)
+    planned = read(table, plan.path)
+    files = new_files(table, plan.table_version)
     if not files:
         return planned
-    since = pa.scalar(dt.datetime.fromtimestamp(started, dt.timezone.utc), pa.timestamp("us", tz="UTC"))
-    expression = (((pc.field("run_id") == run_id) | (pc.field("labelled_at") >= since))
-                  & (pc.field("segment_index") == level))
+    level = 0 if mode == "video" else -1
 
-    def mine(batch: pa.Table) -> pa.Table:
-        return plain(batch).filter(expression).select(["video_uri"])
+    def written(batch: pa.Table) -> pa.Table:
+        return plain(batch).filter(pc.field("segment_index") == level).select(["video_uri"])
 
-    committed = ray.data.read_parquet(files, filesystem=table.fs, columns=["video_uri", "run_id", "segment_index", "labelled_at"])
-    committed = committed.map_batches(mine, batch_format="pyarrow", batch_size=None)
-    return planned.join(committed, join_type="left_anti", num_partitions=_join_partitions(), on=("video_uri",))
+    done = ray.data.read_parquet(files, filesystem=table.fs, columns=["video_uri", "segment_index"])
+    done = done.map_batches(written, batch_format="pyarrow", batch_size=None)
+    return planned.join(done, join_type="left_anti", num_partitions=_join_partitions(), on=("video_uri",))
 
 
-def committed_by_run(table: LabelTable, run_id: str, mode: str) -> int:
-    """Current video-level rows written by this run (a streaming count over the current files)."""
-    dataset = table.dataset()
-    if dataset is None:
+def new_files(table: LabelTable, since_version: int | None) -> list[str]:
+    """Data files of the current version that were not in ``since_version``."""
+    now = set(table.data_files())
+    if since_version is None:
+        return sorted(now)
+    return sorted(now - set(table.data_files(version=since_version)))
+
+
+def written_since(table: LabelTable, plan: Plan, run_id: str, mode: str) -> int:
+    """This run's video-level rows among the files added since the plan (a cheap completeness test)."""
+    import pyarrow.dataset as pads
+
+    files = new_files(table, plan.table_version)
+    if not files:
         return 0
     level = 0 if mode == "video" else -1
-    table = plain(dataset.to_table(columns=["run_id", "segment_index"]))
-    return table.filter((pc.field("run_id") == run_id) & (pc.field("segment_index") == level)).num_rows
+    rows = plain(pads.dataset(files, format="parquet", filesystem=table.fs).to_table(
+        columns=["run_id", "segment_index"]))
+    return rows.filter((pc.field("run_id") == run_id) & (pc.field("segment_index") == level)).num_rows

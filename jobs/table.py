@@ -44,6 +44,7 @@ log = logging.getLogger("stam_label")
 
 TEMP_FILE_MAX_AGE_S = 3600  # a temp file this old belongs to no live write
 RUN_STALE_AFTER_S = 300  # a run whose heartbeat is older than this is dead
+READ_RETRY_S = 120.0  # reads of the table retry storage errors this long
 KEY = ("video_uri", "segment_index")
 
 
@@ -89,9 +90,28 @@ class LabelTable:
 
     # ---- layout ----------------------------------------------------------------------
     def exists(self) -> bool:
+        return self._read(self._exists, "look for the label table")
+
+    def _exists(self) -> bool:
         from deltalake import DeltaTable
 
         return DeltaTable.is_deltatable(self.uri, storage_options=self.storage_options)
+
+    def _read(self, fn, what: str):
+        from deltalake.exceptions import DeltaError, TableNotFoundError
+
+        deadline, delay = time.monotonic() + min(self.commit_timeout_s, READ_RETRY_S), 0.5
+        while True:
+            try:
+                return fn()
+            except TableNotFoundError:
+                raise
+            except (DeltaError, OSError) as exc:
+                if time.monotonic() + delay > deadline:
+                    raise StorageError(f"{self.uri}: cannot {what} ({_short(exc)})") from exc
+                log.warning("%s: cannot %s (%s); retrying in %.1f s", self.uri, what, _short(exc), delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 15.0)
 
     def is_legacy(self) -> bool:
         """The first layout (``run_id=<run>/part-*.parquet``), which `stam-label migrate` converts."""
@@ -174,19 +194,23 @@ class LabelTable:
                 .when_not_matched_by_source_delete(predicate=f"t.video_uri IN ({videos})")
                 .execute())
 
-    def _snapshot(self):
+    def _snapshot(self, version: int | None = None):
         from deltalake import DeltaTable
 
-        return DeltaTable(self.uri, storage_options=self.storage_options)
+        return DeltaTable(self.uri, version=version, storage_options=self.storage_options)
 
-    def snapshot(self):
-        """The latest version as a ``deltalake.DeltaTable`` (None when there is no table yet)."""
-        return self._snapshot() if self.exists() else None
+    def snapshot(self, version: int | None = None):
+        """The latest (or a given) version as a ``deltalake.DeltaTable``; None when there is no table.
+
+        Reads are retried with backoff like commits (delta-rs does not retry a listing whose
+        answer broke off); what still fails is a StorageError naming the table.
+        """
+        return self._read(lambda: self._snapshot(version) if self._exists() else None, "read the label table")
 
     # ---- reading ---------------------------------------------------------------------
-    def data_files(self) -> list[str]:
-        """The current version's Parquet files, as paths in ``self.fs``."""
-        table = self.snapshot()
+    def data_files(self, version: int | None = None) -> list[str]:
+        """The Parquet files of the current (or a given) version, as paths in ``self.fs``."""
+        table = self.snapshot(version)
         if table is None:
             return []
         return [_fs_path(u) for u in table.file_uris()]

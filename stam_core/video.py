@@ -389,6 +389,9 @@ def _open_remote(name: str, uri: str, filesystem: Any) -> tuple[Any, int, int]:
 
 
 _S3: dict[tuple, Any] = {}
+S3_MAX_ATTEMPTS = 10
+S3_CONNECT_TIMEOUT_S = 10.0
+S3_REQUEST_TIMEOUT_S = 60.0
 
 
 def s3_filesystem():
@@ -407,7 +410,11 @@ def s3_filesystem():
             kwargs["scheme"] = parsed.scheme or "https"
         if region:
             kwargs["region"] = region
-        _S3[key] = pafs.S3FileSystem(**kwargs)
+        # The AWS SDK's defaults (3 attempts, a request timeout of a few seconds) fail a read
+        # during an ordinary burst of 503 SlowDown or a slow answer: be deliberate about both.
+        _S3[key] = pafs.S3FileSystem(retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=S3_MAX_ATTEMPTS),
+                                     connect_timeout=S3_CONNECT_TIMEOUT_S, request_timeout=S3_REQUEST_TIMEOUT_S,
+                                     **kwargs)
     return _S3[key]
 
 

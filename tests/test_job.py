@@ -80,6 +80,7 @@ def test_local_folder_end_to_end(video_dir, tmp_path, tiny_weights, ray_head):
         assert row["segment_start_s"] == 0 and row["segment_end_s"] == row["duration_s"]
         assert row["weights_sha256"] == stam_core.file_sha256(tiny_weights)
         assert row["run_id"] == summary.run_id and row["source_version"]
+        assert row["model"] == "stam_tiny"  # the name save_checkpoint stored, not a guess from the frame count
     for name, kind in BAD.items():
         row = rows[name]
         assert row["status"] == "error" and row["error_kind"] == kind, row

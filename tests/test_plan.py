@@ -1,0 +1,88 @@
+"""Planning: the anti-join with the current labels, --limit after skipping, --dry-run writes
+nothing; the driver-side path (small plans) and Ray's distributed path agree."""
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import VENV_BIN
+from jobs import plan as planning
+from jobs.pipeline import JobConfig
+from jobs.schema import output_schema
+from jobs.table import LabelTable
+
+
+def labelled(uri, version, status="ok", kind=None, weights="w1", mode="video"):
+    return {"video_uri": uri, "mode": mode, "segment_index": 0 if mode == "video" else -1, "status": status,
+            "error_kind": kind, "source_version": version, "weights_sha256": weights, "run_id": "r0",
+            "labelled_at": dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)}
+
+
+@pytest.fixture
+def case(tmp_path):
+    """A manifest of 8 videos with versions, and a table that labelled some of them."""
+    manifest = tmp_path / "m.parquet"
+    uris = [f"s3://b/v{i}.mp4" for i in range(8)]
+    pq.write_table(pa.table({"video_uri": uris, "size": [100] * 8, "source_version": ["1:1"] * 8}), manifest)
+    table = LabelTable(str(tmp_path / "out"))
+    table.ensure_created(output_schema())
+    table.commit(pa.Table.from_pylist([
+        labelled(uris[0], "1:1"),                                   # done: skipped
+        labelled(uris[1], "0:9"),                                   # the file changed: relabelled
+        labelled(uris[2], "1:1", "error", "timeout"),               # retryable: tried again
+        labelled(uris[3], "1:1", "error", "format_error"),          # final for this version: skipped
+        labelled(uris[4], "1:1", weights="w2"),                     # other weights: labelled
+        labelled(uris[5], "1:1", mode="window=5,stride=5"),         # other mode: labelled
+        labelled(uris[6], "1:1", "error", "too_large"),             # depends on options: tried again
+    ], schema=output_schema()), run_id="r0", seq=1)
+    config = JobConfig(str(manifest), str(tmp_path / "out"))
+    return config, table, uris
+
+
+@pytest.fixture
+def ray_session(ray_head):
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=ray_head, include_dashboard=False, log_to_driver=False)
+    yield
+
+
+@pytest.mark.parametrize("path", ["driver", "ray"])
+def test_plan_skips_what_is_done_and_limits_after_skipping(path, case, ray_session, monkeypatch):
+    config, table, uris = case
+    if path == "ray":
+        monkeypatch.setattr(planning, "LOCAL_PLAN_MAX_ROWS", 0)
+    plan, work = planning.build(config, table, "w1", "video", "run1")
+    expected = [uris[i] for i in (1, 2, 4, 5, 6, 7)]
+    assert (plan.listed, plan.skipped, plan.total) == (8, 2, 6)
+    assert sorted(r["video_uri"] for r in work.take_all()) == expected
+    assert pq.read_table(plan.path, filesystem=table.fs).num_rows == 6  # persisted for reconciliation
+
+    limited, work = planning.build(replace(config, limit=2), table, "w1", "video", "run2")
+    assert (limited.skipped, limited.total) == (2, 2)  # --limit counts videos still to label
+    assert sorted(r["video_uri"] for r in work.take_all()) == expected[:2]  # the first two in URI order
+    relabel, _ = planning.build(replace(config, relabel=True), table, "w1", "video", "run3")
+    assert (relabel.skipped, relabel.total) == (0, 8)
+
+
+def test_dry_run_writes_nothing(tmp_path, tiny_weights, ray_head):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("b.mp4", "a.mp4", "c.mkv"):
+        (videos / name).write_bytes(b"not decoded in a dry run")
+    out = tmp_path / "out"
+    done = subprocess.run([str(VENV_BIN / "stam-label"), "run", str(videos), str(out), "--weights",
+                           str(tiny_weights), "--address", ray_head, "--dry-run"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "3 videos listed, 0 already labelled, 3 to label" in done.stdout
+    assert done.stdout.index(str(videos / "a.mp4")) < done.stdout.index(str(videos / "b.mp4"))
+    assert not out.exists()  # no table, no run record, no plan
+    assert not list(Path(tmp_path).glob("**/_runs"))
