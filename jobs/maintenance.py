@@ -20,7 +20,9 @@ from jobs.table import LabelTable, new_run_id
 log = logging.getLogger("stam_label")
 
 DEFAULT_RETENTION_HOURS = 168  # a week: a reader still on an older version keeps its files
-TARGET_FILE_BYTES = 128 << 20
+# Smaller than Delta's usual 128-256 MB: a relabel commit rewrites whole files, so the file
+# size bounds what one commit copies (docs/benchmarks.md, "Label table and planning at scale").
+TARGET_FILE_BYTES = 32 << 20
 
 
 @dataclass

@@ -26,7 +26,8 @@ PLAN_COLUMNS = tuple(PLAN_TYPES)
 # Plans up to this many listed videos are joined and sorted on the driver (about 60 MB of
 # Arrow at most); larger ones with Ray's distributed join and sort.
 LOCAL_PLAN_MAX_ROWS = 200_000
-MAX_BLOCKS = 100_000  # Ray's per-block bookkeeping: beyond this, blocks grow instead
+MAX_BLOCKS = 100_000
+STREAM_ROWS = 50_000  # current rows read at a time by the driver-side plan  # Ray's per-block bookkeeping: beyond this, blocks grow instead
 JOIN_PARTITIONS_PER_CPU = 2
 
 
@@ -117,14 +118,28 @@ def _small_plan(listed_ds, table: LabelTable, done: pc.Expression | None) -> pa.
     if listed is None or listed.num_rows == 0:
         return pa.table({c: pa.array([], t) for c, t in PLAN_TYPES.items()})
     listed = listed.select(list(PLAN_COLUMNS)).cast(pa.schema(PLAN_TYPES.items()))
-    dataset = table.dataset() if done is not None else None
-    if dataset is not None:
+    if done is not None:
         columns = sorted(set(DONE_COLUMNS) | {"weights_sha256", "mode", "segment_index", "status", "error_kind"})
-        for batch in dataset.to_batches(columns=columns, batch_size=LOCAL_PLAN_MAX_ROWS):
+        for batch in _stream(table, columns):
             keys = plain(pa.Table.from_batches([batch])).filter(done).select(list(DONE_COLUMNS))
             if keys.num_rows:
                 listed = listed.join(keys, keys=list(DONE_COLUMNS), join_type="left anti")
     return listed.sort_by("video_uri").select(list(PLAN_COLUMNS))
+
+
+def _stream(table: LabelTable, columns: list[str]):
+    """The current rows' ``columns``, STREAM_ROWS at a time, file by file.
+
+    Batches are cut below a row group (a compacted table's row group holds ~1M rows, which
+    a dataset scanner would decode whole), so the driver's memory stays flat.
+    """
+    import pyarrow.parquet as pq
+
+    for path in table.data_files():
+        with table.fs.open_input_file(path) as f:
+            parquet = pq.ParquetFile(f, pre_buffer=False)
+            present = [c for c in columns if c in parquet.schema_arrow.names]
+            yield from parquet.iter_batches(batch_size=STREAM_ROWS, columns=present)
 
 
 def _large_plan(listed_ds, table: LabelTable, weights_sha256: str | None, mode: str, relabel: bool):

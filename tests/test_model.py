@@ -255,6 +255,7 @@ def test_clips_to_tensor_matches_to_tensor():
             stam_core.clips_to_tensor(bad, "cpu")
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_clips_to_tensor_on_cuda():
     frames = np.random.default_rng(0).integers(0, 256, (2, 8, 224, 224, 3), dtype=np.uint8)
