@@ -523,10 +523,10 @@ def _dataset(config: JobConfig, work, info, class_names, model_name: str, run_id
 
     ctx = ray.data.DataContext.get_current()
     ctx.max_errored_blocks = -1  # failed blocks are reconciled into "lost" rows at the end
-    ds = work.map_batches(to_work_items, batch_format="pyarrow", batch_size=config.videos_per_task)
+    ds = work.map_batches(to_work_items, batch_format="pyarrow", batch_size=None)
     if config.window_s is not None:
-        ds = ds.map_batches(
-            expand_windows, batch_size=config.videos_per_task, concurrency=decode_concurrency, **decode_args,
+        ds = ds.map_batches(  # a video per task: each becomes many windows, decoded videos_per_task at a time
+            expand_windows, batch_size=1, concurrency=decode_concurrency, **decode_args,
             fn_kwargs={"window": config.window_s, "stride": config.stride_s, "timeout": config.decode_timeout,
                        "max_pixels": config.max_pixels},
         )

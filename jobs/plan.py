@@ -100,7 +100,10 @@ def build(config, table: LabelTable, weights_sha256: str | None, mode: str, run_
     todo_ds.write_parquet(path, filesystem=table.fs)
     # One block per decode task's share: read back, the plan file is one block, which would be
     # one decode task and one commit.
-    blocks = min(-(-total // config.videos_per_task), MAX_BLOCKS)
+    # Blocks of at least videos_per_task rows (Ray would bundle smaller ones into one task);
+    # in window mode a video per block, as each becomes many windows.
+    per_block = config.videos_per_task if config.window_s is None else 1
+    blocks = min(max(1, total // per_block), MAX_BLOCKS)
     return Plan(listed, skipped, total, path, version), read(table, path).repartition(blocks)
 
 

@@ -276,8 +276,12 @@ def test_end_to_end_from_uint8_frames(tiny_weights):
 def test_save_and_load_round_trip(tiny_model, tmp_path):
     path = stam_core.save_checkpoint(tiny_model, tmp_path / "tiny.pth")
     saved = torch.load(path, weights_only=True)
-    assert set(saved) == {"model", "config"}
+    assert set(saved) == {"model", "config", "name"}
     assert saved["config"] == dataclasses.asdict(tiny_model.config)
+    assert saved["name"] == getattr(tiny_model, "name", None)  # provenance: the run's `model` column
+    info = stam_core.read_checkpoint_info(path)  # the driver's view: no model is built
+    assert (info.num_frames, info.num_classes, info.embed_dim) == (tiny_model.num_frames, 400, tiny_model.embed_dim)
+    assert info.weights_sha256 == stam_core.file_sha256(path)
     assert "aggregate.transformer_enc.layers.1.linear1.weight" in saved["model"]  # official names
     loaded = stam_core.load_model(path, precision="fp32")
     assert loaded.config == tiny_model.config
