@@ -21,7 +21,13 @@ import sys
 import click
 
 from jobs import logs
-from jobs.errors import EXIT_CANNOT_START, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TOO_MANY_ERRORS, JobError
+from jobs.errors import (
+    EXIT_CANNOT_START,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_TOO_MANY_ERRORS,
+    JobError,
+)
 from jobs.storage import DEFAULT_EXTENSIONS, StorageError
 
 log = logging.getLogger("stam_label")

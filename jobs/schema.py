@@ -4,7 +4,6 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-
 BASE_FIELDS = [
     pa.field("video_uri", pa.string(), nullable=False),
     # "video" (whole-video clips) or "window=W,stride=S"; part of the skip key.

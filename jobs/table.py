@@ -150,7 +150,12 @@ class LabelTable:
     # ---- committing ------------------------------------------------------------------
     def commit(self, rows: pa.Table, *, run_id: str, seq: int) -> CommitResult:
         """Replace the videos in ``rows`` (whole videos only) in one idempotent transaction."""
-        from deltalake.exceptions import CommitFailedError, DeltaError, DeltaProtocolError, SchemaMismatchError
+        from deltalake.exceptions import (
+            CommitFailedError,
+            DeltaError,
+            DeltaProtocolError,
+            SchemaMismatchError,
+        )
 
         rows = _last_per_key(with_flat_columns(rows)).sort_by([("video_uri", "ascending"),
                                                                ("segment_index", "ascending")])
