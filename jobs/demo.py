@@ -70,9 +70,9 @@ def _weights(requested: str, workdir: Path) -> tuple[str, str | None]:
 
 
 def run_demo(num_videos: int = 6, weights: str = "stam_16") -> int:
-    from jobs.cli import print_summary
     from jobs.demo_s3 import LocalS3
     from jobs.pipeline import JobConfig, run_job
+    from jobs.summary import print_summary
     from jobs.table import LabelTable
 
     with tempfile.TemporaryDirectory(prefix="stam-demo-") as tmp, LocalS3() as s3:

@@ -30,8 +30,10 @@ import click
 
 from jobs.cli import Failure, cli_errors, config_option, option, shared_options
 from jobs.errors import EXIT_TOO_MANY_ERRORS, JobError
+from jobs.segments import video_row_index
 from jobs.storage import is_s3, resolve
 from jobs.table import LabelTable
+from stam_core.classes import load_class_names
 
 KINETICS_COLUMNS = ("label", "youtube_id", "time_start", "time_end")
 CONFUSED_PAIRS = 20  # kept in the report; the printed summary shows the first 10
@@ -207,11 +209,10 @@ def evaluate(manifest: str, config_kwargs: dict, *, video_root: str | None = Non
     ``output_uri`` the label rows go to a temporary folder that is removed afterwards; with
     it they are kept there, and videos it already holds for these weights are not labelled again.
     """
-    import stam_core
     from jobs.pipeline import JobConfig, run_job
 
     labels_file = config_kwargs.get("labels_file")
-    class_names = list(stam_core.read_class_names(labels_file) if labels_file else stam_core.KINETICS400_CLASSES)
+    class_names = load_class_names(labels_file)
     examples = read_manifest(manifest, class_names, video_root)
     config_kwargs = dict(config_kwargs)
     top_k = max(5, config_kwargs.pop("top_k", 5) or 5)  # top-5 needs at least five labels per row
@@ -230,7 +231,7 @@ def evaluate(manifest: str, config_kwargs: dict, *, video_root: str | None = Non
     rows = {}
     for row in (current.to_pylist() if current is not None else []):
         # The video-level row: segment 0 of a whole-video run, -1 of a windowed one.
-        if row["segment_index"] == (0 if row["mode"] == "video" else -1):
+        if row["segment_index"] == video_row_index(row["mode"]):
             rows[row["video_uri"]] = row
     result = score(examples, rows, class_names, top_k=5)
     run_manifest = manifests.get(summary.run_id, {})

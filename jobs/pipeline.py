@@ -32,13 +32,14 @@ from jobs.errors import JobError, JobFailed, JobInterrupted
 from jobs.placement import connect_ray, decode_remote_args, model_remote_args
 from jobs.runs import RunRecord, RunSummary, reap_dead_runs, run_counts, run_record
 from jobs.schema import output_schema
-from jobs.segments import VideoLevel
+from jobs.segments import VideoLevel, video_row_index
 from jobs.stages.decode import decode_videos
 from jobs.stages.items import to_work_items
 from jobs.stages.label import Labeler
 from jobs.stages.windows import expand_windows
 from jobs.storage import StorageError
 from jobs.table import CommitError, LabelTable, new_run_id
+from stam_core.classes import load_class_names
 from stam_core.weights import redact_url
 
 log = logging.getLogger("stam_label")
@@ -242,7 +243,7 @@ def _dry_run(config: JobConfig, table: LabelTable, info, mode: str, run_id: str,
 
 def _lost_rows(lost: pa.Table, schema: pa.Schema, run_id: str, config: JobConfig) -> pa.Table:
     now = dt.datetime.now(dt.timezone.utc)
-    level = 0 if config.window_s is None else -1
+    level = video_row_index(mode_of(config))
     return pa.Table.from_pylist([{
         "video_uri": it["video_uri"], "mode": mode_of(config), "segment_index": level, "status": "error",
         "error": f"{it['video_uri']}: its Ray task failed {config.decode_retries + 1} times; no result",
@@ -252,9 +253,8 @@ def _lost_rows(lost: pa.Table, schema: pa.Schema, run_id: str, config: JobConfig
 
 
 def _class_names(labels_file: str | None, num_classes: int) -> list[str]:
-    import stam_core
 
-    names = list(stam_core.read_class_names(labels_file) if labels_file else stam_core.KINETICS400_CLASSES)
+    names = load_class_names(labels_file)
     if len(names) != num_classes:
         source = labels_file or "the Kinetics-400 list"
         raise JobError(f"{source} has {len(names)} class names but the checkpoint has {num_classes} classes")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from jobs.segments import video_row_index
 from jobs.table import DONE_COLUMNS, LabelTable, done_filter, plain
 
 log = logging.getLogger("stam_label")
@@ -173,7 +174,7 @@ def lost(table: LabelTable, plan: Plan, mode: str):
     files = new_files(table, plan.table_version)
     if not files:
         return planned
-    level = 0 if mode == "video" else -1
+    level = video_row_index(mode)
 
     def written(batch: pa.Table) -> pa.Table:
         return plain(batch).filter(pc.field("segment_index") == level).select(["video_uri"])
@@ -198,7 +199,7 @@ def written_since(table: LabelTable, plan: Plan, run_id: str, mode: str) -> int:
     files = new_files(table, plan.table_version)
     if not files:
         return 0
-    level = 0 if mode == "video" else -1
+    level = video_row_index(mode)
     rows = plain(pads.dataset(files, format="parquet", filesystem=table.fs).to_table(
         columns=["run_id", "segment_index"]))
     return rows.filter((pc.field("run_id") == run_id) & (pc.field("segment_index") == level)).num_rows

@@ -17,6 +17,11 @@ MIN_LAST_FRACTION = 0.5
 VIDEO_LEVEL = -1
 
 
+def video_row_index(mode: str) -> int:
+    """The segment_index of a video's own row: 0 in video mode, VIDEO_LEVEL in window mode."""
+    return 0 if mode == "video" else VIDEO_LEVEL
+
+
 def plan_windows(duration: float, window: float, stride: float | None = None) -> list[tuple[float, float]]:
     if window <= 0 or (stride is not None and stride <= 0):
         raise ValueError("window and stride must be positive")

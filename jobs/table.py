@@ -38,6 +38,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from jobs.schema import OPTION_ERROR_KINDS, RETRYABLE_ERROR_KINDS, with_flat_columns
+from jobs.segments import video_row_index
 from jobs.storage import StorageError, resolve
 
 log = logging.getLogger("stam_label")
@@ -328,7 +329,7 @@ def done_filter(weights_sha256: str | None, mode: str) -> pc.Expression:
     Errors that depend on the run's options (too_large, not_allowed) are always tried again:
     they cost a header read, and the options may have changed.
     """
-    level = 0 if mode == "video" else -1
+    level = video_row_index(mode)
     again = sorted(RETRYABLE_ERROR_KINDS | OPTION_ERROR_KINDS)
     final = (pc.field("status") == "ok") | ~pc.field("error_kind").isin(again)
     return ((pc.field("weights_sha256") == (weights_sha256 or "")) & (pc.field("mode") == mode)

@@ -23,6 +23,7 @@ from stam_core.errors import (
     VideoTimeoutError,
     VideoTooLargeError,
 )
+
 # The model and weights modules import torch; they load on first use so that decoding (and
 # its worker process, which imports stam_core) starts fast and small.
 _LAZY = {

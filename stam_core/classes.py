@@ -19,3 +19,8 @@ def _packaged_kinetics400() -> tuple[str, ...]:
 
 
 KINETICS400_CLASSES: tuple[str, ...] = _packaged_kinetics400()
+
+
+def load_class_names(labels_file: str | Path | None = None) -> list[str]:
+    """The class names to label with: a file's (fine-tuned checkpoints), else Kinetics-400."""
+    return list(read_class_names(labels_file) if labels_file else KINETICS400_CLASSES)

@@ -51,7 +51,12 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from stam_core.errors import VideoDecoderCrash, VideoError, VideoOutOfMemoryError, VideoTimeoutError
+from stam_core.errors import (
+    VideoDecoderCrash,
+    VideoError,
+    VideoOutOfMemoryError,
+    VideoTimeoutError,
+)
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,14 @@ from stam_core.frames import (
     fast_model_input,
     to_model_input,
 )
-from stam_core.video import INDEXED_FORMATS, Clip, ClipInfo, Source, _ffmpeg_error, _open_input
+from stam_core.video import (
+    INDEXED_FORMATS,
+    Clip,
+    ClipInfo,
+    Source,
+    _ffmpeg_error,
+    _open_input,
+)
 
 # Codecs of still pictures (FFmpeg codec names). A stream of one of these with a single frame
 # is a picture, not a video (a JPEG or PNG renamed .mp4); with several frames (MJPEG from

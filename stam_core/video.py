@@ -396,8 +396,9 @@ S3_REQUEST_TIMEOUT_S = 60.0
 
 def s3_filesystem():
     """A pyarrow S3FileSystem from the standard AWS environment (AWS_ENDPOINT_URL for local servers)."""
-    import pyarrow.fs as pafs
     from urllib.parse import urlparse
+
+    import pyarrow.fs as pafs
 
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
