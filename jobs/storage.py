@@ -15,9 +15,7 @@ from urllib.parse import quote, unquote_to_bytes
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from stam_core.video import (
-    s3_filesystem,  # the one S3 configuration, shared with decoding
-)
+from stam_core.storage import s3_filesystem  # the one S3 configuration
 
 DEFAULT_EXTENSIONS = (
     ".mp4", ".m4v", ".mkv", ".webm", ".mov", ".avi", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".3gp",

@@ -23,20 +23,22 @@ before it replies. RLIMIT_DATA, not RLIMIT_AS: it counts the heap and private wr
 mappings (what decoding commits), not address space merely reserved (glibc arenas, shared
 libraries), which is 2x the worker's real use at rest and grows with the machine's cores.
 Allocations past the limit fail inside the worker and come back as ``VideoOutOfMemoryError``
-(``stam_core.video._translate_errors`` recognises them in all their forms); the worker is
+(``stam_core.reading.translate_errors`` recognises them in all their forms); the worker is
 then replaced, as after a timeout. A worker killed by SIGKILL that the caller did not send
 (the kernel's or a cgroup's out-of-memory killer) is reported as out of memory too.
 Measurements and the formula: docs/decoding.md ("Memory").
 
 The worker dies with its parent (PR_SET_PDEATHSIG on Linux; it also exits when the socket
-to the parent closes). Test hook: with ``STAM_DECODE_TEST_FAULT=hang`` (spin holding the
-GIL), ``=crash`` (SIGSEGV) or ``=oom_kill`` (SIGKILL, as the out-of-memory killer sends) in
-the caller's environment, the worker misbehaves on purpose.
+to the parent closes). The worker's side, the process ``python -m stam_core.decode_child``,
+is ``stam_core.decode_child``; this module is the caller's side and never imports it.
+
+State: the lock calls take turns on, the thread that launches workers and the worker itself
+are made on first use (nothing is started or registered at import); a forked process drops
+its parent's and makes its own.
 """
 from __future__ import annotations
 
 import concurrent.futures
-import ctypes
 import logging
 import os
 import pickle
@@ -46,11 +48,11 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from stam_core.clip import source_name
 from stam_core.errors import (
     VideoDecoderCrash,
     VideoError,
@@ -61,7 +63,6 @@ from stam_core.errors import (
 log = logging.getLogger(__name__)
 
 STARTUP_TIMEOUT = 60.0  # a cold start on a loaded machine; not part of any call's limit
-FAULT_ENV = "STAM_DECODE_TEST_FAULT"
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 
 # decode_memory_limit: RLIMIT_DATA = BASE + PER_PIXEL x max_pixels, from the measurements in
@@ -93,12 +94,12 @@ class _Worker:
         # import, each with ~41 MB of private memory (measured): 2.6 GB on 64 cores, all of it
         # counted by the memory limit. One thread.
         env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-        cmd = [sys.executable, "-m", "stam_core.decode_worker", str(child_end.fileno())]
+        cmd = [sys.executable, "-m", "stam_core.decode_child", str(child_end.fileno())]
         try:
             # Started from a thread that lives as long as the process: PR_SET_PDEATHSIG fires
             # when the *thread* that forked the child exits, not only when the process does.
-            self.proc = _LAUNCHER.submit(subprocess.Popen, cmd, pass_fds=[child_end.fileno()], env=env,
-                                         stdin=subprocess.DEVNULL).result()
+            self.proc = _launcher().submit(subprocess.Popen, cmd, pass_fds=[child_end.fileno()], env=env,
+                                           stdin=subprocess.DEVNULL).result()
         except BaseException:
             parent_end.close()
             raise
@@ -169,36 +170,52 @@ class _Worker:
         return f"exit status {code}"
 
 
-_LAUNCHER = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="stam-decode-launcher")
-_lock = threading.Lock()
-_worker: _Worker | None = None
+_worker: _Worker | None = None  # this process's worker, started by the first call
+# This process's lock and launcher thread, made by the first call (_launcher, _lock).
+_state: dict[str, Any] = {}
+
+
+def _lock() -> threading.Lock:
+    return _process_state()[0]
+
+
+def _launcher() -> concurrent.futures.ThreadPoolExecutor:
+    return _process_state()[1]
+
+
+def _process_state() -> tuple[threading.Lock, concurrent.futures.ThreadPoolExecutor]:
+    made = _state.get("made")
+    if made is None:
+        # dict.setdefault is atomic: threads making them at once all get the first pair
+        # stored (a ThreadPoolExecutor starts its thread on first submit, so a losing pair
+        # costs nothing).
+        made = _state.setdefault("made", (
+            threading.Lock(), concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="stam-decode-launcher")))
+        token = object()
+        if _state.setdefault("fork_hook", token) is token:  # once per interpreter; forks inherit it
+            os.register_at_fork(after_in_child=_after_fork_in_child)
+    return made
 
 
 def _after_fork_in_child() -> None:
     # A forked copy starts its own worker; the lock and launcher thread did not survive.
-    global _LAUNCHER, _lock, _worker
-    _LAUNCHER = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="stam-decode-launcher")
-    _lock = threading.Lock()
+    global _worker
+    _state.pop("made", None)
     _worker = None
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def call(op: str, source: Any, timeout: float, *, filesystem: Any = None, memory_limit: int | None = None,
          **kwargs) -> Any:
     """Run ``op`` ("read_clip" or "probe_video") on ``source`` in the worker, within ``timeout`` s
     and, unless ``memory_limit`` is None, ``memory_limit`` bytes of data (RLIMIT_DATA)."""
-    from stam_core.video import source_name
-
     global _worker
     name = source_name(source)
     spec, fileobj = _source_spec(source, filesystem)
     # S3 settings are read per call: the worker may predate them (credentials rotate, tests
     # start local servers).
     aws = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
-    message = ("call", op, spec, kwargs, name, aws, os.environ.get(FAULT_ENV), memory_limit)
-    with _lock:
+    message = ("call", op, spec, kwargs, name, aws, memory_limit)
+    with _lock():
         if _worker is None or not _worker.alive():
             if _worker is not None:
                 _worker.kill()  # died while idle: reap it
@@ -250,110 +267,3 @@ def _rebuild(cls_name: str, source: str, reason: str) -> VideoError:
 
     cls = getattr(errors, cls_name, VideoError)
     return cls(source, reason) if isinstance(cls, type) and issubclass(cls, VideoError) else VideoError(source, reason)
-
-
-# ---- worker side -------------------------------------------------------------------------
-
-class _RemoteFile:
-    """A read-only file whose bytes live in the parent's file object."""
-
-    def __init__(self, conn: Connection, size: int):
-        self.conn, self.size, self.pos = conn, size, 0
-
-    def read(self, n: int = -1) -> bytes:
-        n = self.size - self.pos if n is None or n < 0 else min(n, self.size - self.pos)
-        if n <= 0:
-            return b""
-        self.conn.send(("read", self.pos, n))
-        kind, payload = self.conn.recv()
-        if kind != "data":
-            raise OSError(f"reading the caller's file object failed: {payload}")
-        self.pos += len(payload)
-        return payload
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        base = {os.SEEK_SET: 0, os.SEEK_CUR: self.pos, os.SEEK_END: self.size}[whence]
-        self.pos = max(0, base + offset)
-        return self.pos
-
-    def tell(self) -> int:
-        return self.pos
-
-    def seekable(self) -> bool:
-        return True
-
-
-def _die_with_parent() -> None:
-    if sys.platform.startswith("linux"):
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-        if os.getppid() == 1:  # the parent died before prctl took effect
-            os._exit(0)
-
-
-def _misbehave(fault: str | None) -> None:
-    if fault == "hang":
-        import re
-
-        # Catastrophic backtracking: runs in C for ages and never releases the GIL, like a
-        # native decoder hang.
-        re.match(r"(a+)+$", "a" * 64 + "b")
-    elif fault == "crash":
-        os.kill(os.getpid(), signal.SIGSEGV)
-    elif fault == "oom_kill":
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _limit_memory(limit: int | None) -> None:
-    """Set (or, with None, lift) the soft data limit. The hard limit is left alone, so the
-    worker can always raise the soft one again for the next call."""
-    import resource
-
-    hard = resource.getrlimit(resource.RLIMIT_DATA)[1]
-    soft = hard if limit is None else (limit if hard == resource.RLIM_INFINITY else min(limit, hard))
-    resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
-
-
-def main(fd: int) -> None:
-    _die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the caller, which then stops us
-    conn = Connection(fd)
-    from stam_core import video
-
-    video.CPU_CLOCK = time.process_time  # Clip.decode_cpu_ms: decoding is all this process does
-    ops = {"read_clip": video._read_clip, "probe_video": video._probe_video}
-    conn.send(("ready", os.getpid()))
-    while True:
-        try:
-            _, op, spec, kwargs, name, aws, fault, memory_limit = conn.recv()
-        except EOFError:
-            return  # the parent is gone
-        for key in [k for k in os.environ if k.startswith("AWS_") and k not in aws]:
-            del os.environ[key]
-        os.environ.update(aws)
-        _misbehave(fault)
-        try:
-            if spec[0] == "file":
-                source = _RemoteFile(conn, spec[1])
-            elif spec[0] == "uri":
-                source = spec[1]
-                kwargs["filesystem"] = pickle.loads(spec[2]) if spec[2] is not None else None
-            else:
-                source = spec[1]
-            _limit_memory(memory_limit)
-            try:
-                reply = ("ok", ops[op](source, name=name, **kwargs))
-            finally:
-                # Replying (pickling 2.4 MB of frames) is not decoding: never fail it for memory.
-                _limit_memory(None)
-        except VideoError as exc:
-            reply = ("error", type(exc).__name__, exc.source, exc.reason)
-        except MemoryError as exc:  # outside the readers' own translation (e.g. opening a source)
-            reply = ("error", VideoOutOfMemoryError.__name__, name, f"out of memory ({exc or type(exc).__name__})")
-        except Exception as exc:  # anything else is reported to the caller; the worker carries on
-            reply = ("failed", f"{type(exc).__name__}: {exc}", traceback.format_exc())
-        conn.send(reply)
-
-
-if __name__ == "__main__":
-    main(int(sys.argv[1]))

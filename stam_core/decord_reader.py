@@ -10,13 +10,14 @@ from typing import Any
 
 import numpy as np
 
+from stam_core.clip import Clip, Source
 from stam_core.errors import DEFAULT_MAX_PIXELS, VideoFormatError
 from stam_core.frames import _Plan, to_model_input
-from stam_core.pyav_reader import _PyAVReader
-from stam_core.video import Clip, Source, _open_input
+from stam_core.pyav_reader import PyAVReader
+from stam_core.sources import open_input
 
 
-class _DecordReader:
+class DecordReader:
     """decord's VideoReader: scans every packet when it opens, so positions are exact.
 
     Used only when asked for (see docs/decoding.md). decord (FFmpeg 4 inside) turns MP4
@@ -31,14 +32,14 @@ class _DecordReader:
         import decord
 
         # The PyAV probe applies max_pixels and the still-picture check before decord opens it.
-        with _PyAVReader(self.name, self.source, self.filesystem, self.max_pixels) as probe:
-            orient = probe._first_orientation()
+        with PyAVReader(self.name, self.source, self.filesystem, self.max_pixels) as probe:
+            orient = probe.first_orientation()
             if orient.flipped:  # decord's FFmpeg 4 reads the angle only
                 raise VideoFormatError(self.name, "decord cannot show a mirrored picture; use decoder='pyav'")
             meta = probe.info(orient, decoder="decord")
             coded = (probe.stream.codec_context.height, probe.stream.codec_context.width)
             mp4 = probe.container.format.name.startswith("mov")
-        target, _, _ = _open_input(self.name, self.source, self.filesystem)
+        target, _, _ = open_input(self.name, self.source, self.filesystem)
         if not isinstance(target, str):
             opened = target
             target.seek(0)

@@ -1,8 +1,8 @@
 """What the readers share: display orientation, the model transform and the sampling plan.
 
-Used by ``stam_core.pyav_reader`` and ``stam_core.decord_reader``; the sampling rule and the
-transform are described in ``stam_core.video``, which re-exports ``to_model_input``,
-``SHORT_SIDE`` and ``CROP``. Must not import torch (see ``stam_core.video``).
+Used by the readers (``stam_core.pyav_reader``, ``pyav_sampler``, ``decord_reader``); the
+sampling rule and the transform are described in ``stam_core.video``, which re-exports
+``to_model_input``, ``SHORT_SIDE`` and ``CROP``. Must not import torch (see ``stam_core.video``).
 """
 from __future__ import annotations
 

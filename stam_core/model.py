@@ -167,6 +167,15 @@ class STAM(nn.Module):
         with self._inference():
             return self._encode(clips).float()
 
+    def predict(self, clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, T, 3, H, W] floats in [0, 1] -> (float32 class probabilities [B, num_classes],
+        float32 video embeddings [B, embed_dim]), on the model's device: one pass for both."""
+        clips = self._check(clips)
+        with self._inference():
+            embeddings = self._encode(clips)
+            probs = self.head(embeddings).float().softmax(dim=-1)
+            return probs, embeddings.float()
+
     def _encode(self, clips: torch.Tensor) -> torch.Tensor:
         b, t = clips.shape[:2]
         frame_tokens = self.spatial(clips.reshape(b * t, *clips.shape[2:]))  # class token after the final norm

@@ -24,6 +24,7 @@ from typing import BinaryIO, Optional, Union
 from urllib.parse import urlparse
 
 from stam_core.errors import CheckpointError
+from stam_core.storage import s3_filesystem
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,7 @@ def _download(url: str, out: BinaryIO) -> str:
     if url.startswith("s3://"):
         bucket_key = url[len("s3://"):]
         try:
-            with _s3_filesystem().open_input_stream(bucket_key) as src:
+            with s3_filesystem().open_input_stream(bucket_key) as src:
                 for chunk in iter(lambda: src.read(_CHUNK), b""):
                     digest.update(chunk)
                     out.write(chunk)
@@ -189,20 +190,3 @@ def _download(url: str, out: BinaryIO) -> str:
     if expected is not None and written != int(expected):
         raise CheckpointError(f"{redact_url(url)}: download truncated: got {written} of {expected} bytes")
     return digest.hexdigest()
-
-
-def _s3_filesystem():
-    # pyarrow, not boto3: stam_core stays free of the AWS SDK. The endpoint variables are the
-    # standard ones boto3 reads too, so a local S3 server works for both.
-    from pyarrow import fs
-
-    kwargs = {}
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    if endpoint:
-        parsed = urlparse(endpoint)
-        kwargs["endpoint_override"] = parsed.netloc or parsed.path
-        kwargs["scheme"] = parsed.scheme or "https"
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    if region:
-        kwargs["region"] = region
-    return fs.S3FileSystem(**kwargs)

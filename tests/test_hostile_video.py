@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # videogen, also when run withou
 import stam_core  # noqa: E402
 from stam_core import decode_worker  # noqa: E402
 from stam_core.decode_worker import decode_memory_limit  # noqa: E402
+from support import decode_faults  # noqa: E402
 from videogen import decode_index, make_video  # noqa: E402
 
 FRAMES = 16
@@ -144,14 +145,14 @@ def test_decode_memory_limit():
 
 
 def test_every_form_of_running_out_of_memory_is_out_of_memory(folder, monkeypatch):
-    from stam_core import video
+    from stam_core import reading
 
     path = make_video(folder / "small.mp4", num_frames=24)
     name = str(path)
     with av.open(name) as container:
         stream = container.streams.video[0]
 
-        class Reader:  # what _translate_errors needs of an open reader
+        class Reader:  # what translate_errors needs of an open reader
             @staticmethod
             def coded_pixels():
                 return stream.codec_context.width * stream.codec_context.height
@@ -164,7 +165,7 @@ def test_every_form_of_running_out_of_memory_is_out_of_memory(folder, monkeypatc
                   OSError(12, "Cannot allocate memory")]
         for exc in errors:
             with pytest.raises(stam_core.VideoOutOfMemoryError):
-                with video._translate_errors(name, Reader()):
+                with reading.translate_errors(name, Reader()):
                     raise exc
         # FFmpeg reports some failed allocations as other errors (swscale: EAGAIN): with no
         # memory left they are out of memory, with memory left they are what they say.
@@ -172,21 +173,22 @@ def test_every_form_of_running_out_of_memory_is_out_of_memory(folder, monkeypatc
                      av.error.InvalidDataError(1094995529, "Invalid data found when processing input"),
                      stam_core.VideoFormatError(name, "no decodable video frame")]
         for exhausted, expected in ((True, stam_core.VideoOutOfMemoryError), (False, stam_core.VideoFormatError)):
-            monkeypatch.setattr(video, "_memory_exhausted", lambda reader, exhausted=exhausted: exhausted)
+            monkeypatch.setattr(reading, "memory_exhausted", lambda reader, exhausted=exhausted: exhausted)
             for exc in disguised:
                 with pytest.raises(expected) as caught:
-                    with video._translate_errors(name, Reader()):
+                    with reading.translate_errors(name, Reader()):
                         raise exc
                 assert type(caught.value) is expected
 
 
-def test_worker_killed_for_memory_is_out_of_memory(folder, monkeypatch):
+def test_worker_killed_for_memory_is_out_of_memory(folder, tmp_path):
     path = make_video(folder / "small.mp4", num_frames=24)
-    monkeypatch.setenv(decode_worker.FAULT_ENV, "oom_kill")  # SIGKILL, as the OOM killer sends
-    with pytest.raises(stam_core.VideoOutOfMemoryError, match="SIGKILL"):
-        stam_core.read_clip(path, FRAMES, timeout=30)
-    monkeypatch.delenv(decode_worker.FAULT_ENV)
-    assert_exact(stam_core.read_clip(path, FRAMES, timeout=30), fps=24)
+    with decode_faults.injected(tmp_path) as decode_fault:
+        decode_fault("oom_kill")  # SIGKILL, as the OOM killer sends
+        with pytest.raises(stam_core.VideoOutOfMemoryError, match="SIGKILL"):
+            stam_core.read_clip(path, FRAMES, timeout=30)
+        decode_fault(None)
+        assert_exact(stam_core.read_clip(path, FRAMES, timeout=30), fps=24)
 
 
 # ---- still images posing as videos -----------------------------------------------------------

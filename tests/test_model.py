@@ -183,6 +183,22 @@ def test_tiny_forward_shapes(tiny_model):
     assert torch.allclose(tiny_model(clips[1:2]), logits[1:2], atol=1e-5)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_predict_is_softmax_of_forward_and_the_features(tiny_model, precision):
+    clips = tiny_clips(3)
+    tiny_model.set_precision(precision)
+    probs, embeddings = tiny_model.predict(clips)
+    assert probs.shape == (3, 400) and embeddings.shape == (3, 96)
+    assert probs.dtype == embeddings.dtype == torch.float32 and probs.device == tiny_model.device
+    assert probs.is_inference() and not probs.requires_grad
+    assert torch.allclose(probs.sum(1), torch.ones(3), atol=1e-5)
+    # One pass under the same autocast as forward and forward_features: the same numbers.
+    assert torch.allclose(probs, tiny_model(clips).softmax(1), rtol=1e-4, atol=1e-6)
+    assert torch.allclose(embeddings, tiny_model.forward_features(clips), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match=r"\[B, 8, 3, 224, 224\]"):
+        tiny_model.predict(torch.zeros(2, 16, 3, 224, 224))
+
+
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_low_precision_is_close_to_fp32_and_returns_float32(tiny_model, precision):
     clips = tiny_clips(4)

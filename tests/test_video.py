@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # videogen, also when run withou
 
 import stam_core  # noqa: E402
 from stam_core import decode_worker  # noqa: E402
+from support import decode_faults  # noqa: E402
 from videogen import (  # noqa: E402
     DEFAULT_SUFFIX, decode_index, make_bad_inputs, make_video, official_transform, vfr_timestamps,
 )
@@ -337,31 +338,38 @@ def test_worker_is_reused(videos):
     assert decode_worker._worker.proc.pid == pid
 
 
-def test_hanging_decoder_is_killed(videos, monkeypatch):
+@pytest.fixture()
+def decode_fault(tmp_path):
+    """set_fault("hang" | "crash" | None): the decode worker misbehaves from the next call on."""
+    with decode_faults.injected(tmp_path) as set_fault:
+        yield set_fault
+
+
+def test_hanging_decoder_is_killed(videos, decode_fault):
     path = videos("exact_h264.mp4", codec="h264", num_frames=144, gop=48)
     stam_core.read_clip(path, timeout=30)
     pid = decode_worker._worker.proc.pid
     # The worker spins in C holding the GIL: only killing the process can stop it.
-    monkeypatch.setenv(decode_worker.FAULT_ENV, "hang")
+    decode_fault("hang")
     with pytest.raises(stam_core.VideoTimeoutError, match="exact_h264.mp4"):
         stam_core.read_clip(path, timeout=1.0)
     assert not _alive(pid)
-    monkeypatch.delenv(decode_worker.FAULT_ENV)
+    decode_fault(None)
     assert_exact(stam_core.read_clip(path, timeout=30), fps=24)  # a fresh worker
     assert decode_worker._worker.proc.pid != pid
 
 
-def test_crashing_decoder(videos, monkeypatch):
+def test_crashing_decoder(videos, decode_fault):
     path = videos("exact_h264.mp4", codec="h264", num_frames=144, gop=48)
-    monkeypatch.setenv(decode_worker.FAULT_ENV, "crash")
+    decode_fault("crash")
     with pytest.raises(stam_core.VideoDecoderCrash, match="SIGSEGV"):
         stam_core.read_clip(path, timeout=30)
-    monkeypatch.delenv(decode_worker.FAULT_ENV)
+    decode_fault(None)
     assert_exact(stam_core.read_clip(path, timeout=30), fps=24)
 
 
 def test_importing_the_decoder_does_not_import_torch():
-    code = ("import sys, stam_core.video, stam_core.decode_worker; "
+    code = ("import sys, stam_core.video, stam_core.decode_worker, stam_core.decode_child; "
             "print(sorted(m for m in ('torch', 'ray', 'boto3', 'click') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
