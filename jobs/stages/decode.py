@@ -63,7 +63,7 @@ def lower_priority() -> None:
 def node_id() -> str:
     import ray
 
-    return ray.get_runtime_context().getnode_id()
+    return ray.get_runtime_context().get_node_id()
 
 
 def _append_decode(out, *, ok, error, error_kind, duration_s=np.nan, fps=np.nan, width=-1, height=-1,
