@@ -60,7 +60,7 @@ def done_dataset(table: LabelTable, weights_sha256: str | None, mode: str):
     def keep_done(batch: pa.Table) -> pa.Table:
         return plain(batch).filter(expression).select(list(DONE_COLUMNS))
 
-    return ray.data.read_parquet(files, filesystem=table.fs, columns=columns).map_batches(
+    return ray.data.read_parquet(files, filesystem=table.fs).select_columns(columns).map_batches(
         keep_done, batch_format="pyarrow", batch_size=None)
 
 
@@ -179,7 +179,7 @@ def lost(table: LabelTable, plan: Plan, mode: str):
     def written(batch: pa.Table) -> pa.Table:
         return plain(batch).filter(pc.field("segment_index") == level).select(["video_uri"])
 
-    done = ray.data.read_parquet(files, filesystem=table.fs, columns=["video_uri", "segment_index"])
+    done = ray.data.read_parquet(files, filesystem=table.fs).select_columns(["video_uri", "segment_index"])
     done = done.map_batches(written, batch_format="pyarrow", batch_size=None)
     return planned.join(done, join_type="left_anti", num_partitions=_join_partitions(), on=("video_uri",))
 

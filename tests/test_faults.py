@@ -123,11 +123,6 @@ def slow_args(weights: Path, ray_head: str) -> list[str]:
 
 
 # ---- 1. a flaky S3 ---------------------------------------------------------------------------
-@pytest.mark.xfail(strict=False, reason=(
-    "LabelTable.exists()/snapshot() (jobs/table.py:94, 184) call delta-rs without any retry: a LIST of "
-    "_delta_log/ whose response body is cut (connection reset mid-response) is not retried by object_store "
-    "and escapes planning as a bare OSError ('Generic S3 error ... Error getting list response body'), "
-    "failing the run as 'unexpected' (exit 4). Remove this mark once reads retry like commits do."))
 def test_flaky_s3_labels_every_video_exactly_once(local_s3, ray_head, tiny_weights, tmp_path):
     """503 SlowDown, 500, resets (before the server saw the request and after it acted) and 3-s
     stalls on every S3 request of the job (driver, delta-rs, Ray workers): every video still
