@@ -76,12 +76,28 @@ def k8s_quantity(value) -> float:
     return float(text)
 
 
+RUN_OPTIONS_MOUNT = "/etc/stam-label/run/"
+
+
 def parse_run_command(words: list[str]):
-    """Parse `stam-label run ...` with the real command's option parser (nothing runs)."""
+    """Parse `stam-label run ...` with the real command's option parser (nothing runs).
+
+    A --config under the head pod's mount of the run-options ConfigMap reads that ConfigMap's
+    file from infra/k8s/run-options.yaml, as the pod would.
+    """
+    import tempfile
+
     from jobs.cli import main
 
     assert words[:2] == ["stam-label", "run"], words
-    return main.commands["run"].make_context("run", list(words[2:])).params
+    words = list(words[2:])
+    for i, word in enumerate(words):
+        if word.startswith(RUN_OPTIONS_MOUNT):
+            data = one("ConfigMap", "stam-label-run-options")["data"]
+            local = Path(tempfile.mkdtemp()) / word[len(RUN_OPTIONS_MOUNT):]
+            local.write_text(data[local.name])
+            words[i] = str(local)
+    return main.commands["run"].make_context("run", words).params
 
 
 def dockerfile_instructions() -> list[tuple[str, str]]:
@@ -329,7 +345,7 @@ def test_dockerignore_keeps_the_context_to_what_the_image_needs():
 API_VERSIONS = {
     "Namespace": "v1", "ServiceAccount": "v1", "Role": "rbac.authorization.k8s.io/v1",
     "RoleBinding": "rbac.authorization.k8s.io/v1", "RayJob": "ray.io/v1", "CronJob": "batch/v1",
-    "Kustomization": "kustomize.config.k8s.io/v1beta1",
+    "Kustomization": "kustomize.config.k8s.io/v1beta1", "ConfigMap": "v1",
 }
 
 
