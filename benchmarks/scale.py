@@ -86,7 +86,7 @@ def cli_child(argv: list[str]) -> None:
     from jobs import pipeline, plan
 
     times["imports_done"] = time.time()
-    connect, build, dry = pipeline._connect_ray, plan.build, pipeline._dry_run
+    connect, build, dry = pipeline.connect_ray, plan.build, pipeline._dry_run
 
     def timed_connect(*a, **k):
         times["ray_start"] = time.time()
@@ -115,7 +115,7 @@ def cli_child(argv: list[str]) -> None:
         times["weights_checked"] = time.time()
         return out
 
-    pipeline._connect_ray, plan.build, pipeline._dry_run = timed_connect, timed_build, timed_dry
+    pipeline.connect_ray, plan.build, pipeline._dry_run = timed_connect, timed_build, timed_dry
     stam_core.read_checkpoint_info = timed_check
     from jobs.cli import main
 

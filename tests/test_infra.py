@@ -665,7 +665,7 @@ def s3_calls_of_a_run(local_s3):
     import pyarrow as pa
 
     from jobs.schema import output_schema
-    from jobs.storage import list_videos, resolve
+    from jobs.storage import resolve
     from jobs.table import LabelTable
 
     (in_bucket, in_prefix), (out_bucket, out_prefix) = job_locations()
@@ -681,9 +681,8 @@ def s3_calls_of_a_run(local_s3):
     log_start = len(local_s3.request_log())
     input_uri, output_uri = f"s3://{in_bucket}/{in_prefix}/", f"s3://{out_bucket}/{out_prefix}/"
     for seq, run_id in enumerate(("20261101T020000Z-aaaaaa", "20261102T020000Z-bbbbbb"), 1):
-        refs = list_videos(input_uri)
-        assert sorted(r.uri for r in refs) == [f"{input_uri}2026/b.mkv", f"{input_uri}a.mp4"]
-        fs, path = resolve(refs[0].uri)  # what a decode worker reads
+        # Listing runs as Ray tasks; tests/test_listing.py replays its requests against this policy.
+        fs, path = resolve(f"{input_uri}2026/b.mkv")  # what a decode worker reads
         with fs.open_input_file(path) as f:
             assert f.read(16)
         table = LabelTable(output_uri)
@@ -692,9 +691,10 @@ def s3_calls_of_a_run(local_s3):
         table.read_current()
         table.write_run_record(run_id, {"run_id": run_id, "status": "running"})
         table.ensure_created(output_schema())
-        rows = pa.Table.from_pylist([{"video_uri": r.uri, "mode": "video", "segment_index": 0, "status": "ok",
+        refs = [f"{input_uri}2026/b.mkv", f"{input_uri}a.mp4"]
+        rows = pa.Table.from_pylist([{"video_uri": uri, "mode": "video", "segment_index": 0, "status": "ok",
                                       "run_id": run_id, "labelled_at": dt.datetime.now(dt.timezone.utc)}
-                                     for r in refs], schema=output_schema())
+                                     for uri in refs], schema=output_schema())
         table.commit(rows, run_id=run_id, seq=1)
         table.write_run_record(run_id, {"run_id": run_id, "status": "completed"})
         assert table.read_current().num_rows == 2
@@ -742,7 +742,7 @@ def is_known_gap(call: str, resource: str) -> bool:
     """Requests the prefix-scoped policy denies today, from jobs/ code (see infra/README.md):
     HeadBucket, from pyarrow's create_dir(recursive=True) in LabelTable.check_writable; and a
     HEAD of the prefix's own key (no trailing slash), from get_file_info(prefix) in
-    list_videos / LabelTable.read_all and pyarrow.dataset.dataset(prefix)."""
+    the listing and pyarrow.dataset.dataset(prefix)."""
     (in_bucket, in_prefix), (out_bucket, out_prefix) = job_locations()
     method, target = call.split()[:2]
     prefix_keys = {f"/{in_bucket}/{in_prefix}", f"/{out_bucket}/{out_prefix}"}
