@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from jobs.segments import video_row_index
-from jobs.table import DONE_COLUMNS, LabelTable, done_filter, plain
+from jobs.table import DONE_COLUMNS, DONE_FILTER_COLUMNS, LabelTable, done_filter, plain
 
 log = logging.getLogger("stam_label")
 
@@ -55,13 +55,11 @@ def done_dataset(table: LabelTable, weights_sha256: str | None, mode: str):
     if not files:
         return None
     expression = done_filter(weights_sha256, mode)
-    columns = sorted(set(DONE_COLUMNS) | {"weights_sha256", "mode", "segment_index", "status", "error_kind"})
-
     def keep_done(batch: pa.Table) -> pa.Table:
         return plain(batch).filter(expression).select(list(DONE_COLUMNS))
 
-    return ray.data.read_parquet(files, filesystem=table.fs).select_columns(columns).map_batches(
-        keep_done, batch_format="pyarrow", batch_size=None)
+    current = ray.data.read_parquet(files, filesystem=table.fs).select_columns(list(DONE_FILTER_COLUMNS))
+    return current.map_batches(keep_done, batch_format="pyarrow", batch_size=None)
 
 
 def listing(config):
@@ -123,8 +121,7 @@ def _small_plan(listed_ds, table: LabelTable, done: pc.Expression | None) -> pa.
         return pa.table({c: pa.array([], t) for c, t in PLAN_TYPES.items()})
     listed = listed.select(list(PLAN_COLUMNS)).cast(pa.schema(PLAN_TYPES.items()))
     if done is not None:
-        columns = sorted(set(DONE_COLUMNS) | {"weights_sha256", "mode", "segment_index", "status", "error_kind"})
-        for batch in _stream(table, columns):
+        for batch in _stream(table, list(DONE_FILTER_COLUMNS)):
             keys = plain(pa.Table.from_batches([batch])).filter(done).select(list(DONE_COLUMNS))
             if keys.num_rows:
                 listed = listed.join(keys, keys=list(DONE_COLUMNS), join_type="left anti")

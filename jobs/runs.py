@@ -128,10 +128,6 @@ class RunSummary:
     totals: dict = field(default_factory=dict)  # per-stage cost: decode_cpu_s, model_s, footage_s, videos
 
     @property
-    def files(self) -> list[str]:  # the old layout's per-file list; kept for callers that count it
-        return []
-
-    @property
     def rate_from_start(self) -> float:
         """Videos/s from the dataset's start to its last row: leaves out Ray start-up and planning.
 

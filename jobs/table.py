@@ -230,14 +230,14 @@ class LabelTable:
         table = self.snapshot()
         if table is None:
             return None
-        schema = _plain_lists(pa.schema(table.schema().to_arrow()))
+        schema = plain_schema(pa.schema(table.schema().to_arrow()))
         try:
             return pads.dataset([_fs_path(u) for u in table.file_uris()], schema=schema, format="parquet",
                                 filesystem=self.fs)
         except OSError as exc:
             raise StorageError(f"{self.uri}: cannot read label table ({_short(exc)})") from exc
 
-    def read_current(self, columns: list[str] | None = None, filter=None) -> pa.Table | None:
+    def read_current(self, columns: list[str] | None = None) -> pa.Table | None:
         """The current rows (one per video and segment), or None when nothing is committed yet."""
         dataset = self.dataset()
         if dataset is None:
@@ -245,28 +245,22 @@ class LabelTable:
         if columns is not None:
             columns = [c for c in columns if c in dataset.schema.names]
         try:
-            if filter is None:
-                return dataset.to_table(columns=columns)
-            # Filter after the scan: delta-rs writes string_view columns, and a filter on the
-            # physical column does not match a plain string literal.
-            wanted = None if columns is None else sorted(set(columns) | _fields(filter) & set(dataset.schema.names))
-            return dataset.to_table(columns=wanted).filter(filter).select(columns or dataset.schema.names)
+            return dataset.to_table(columns=columns)
         except OSError as exc:
             raise StorageError(f"{self.uri}: cannot read label table ({_short(exc)})") from exc
 
     def done_keys(self, weights_sha256: str | None, mode: str) -> set[tuple[str, str]]:
         """(video_uri, source_version) pairs a run with these weights can skip (small tables, tests)."""
-        table = self.read_current(list(DONE_COLUMNS), filter=done_filter(weights_sha256, mode))
+        table = self.read_current(list(DONE_FILTER_COLUMNS))
         if table is None:
             return set()
+        table = table.filter(done_filter(weights_sha256, mode))
         return set(zip(table["video_uri"].to_pylist(), table["source_version"].to_pylist()))
 
     # ---- run records -------------------------------------------------------------------
     def write_run_record(self, run_id: str, record: dict) -> None:
         body = json.dumps(record, indent=2, sort_keys=True, default=str).encode()
         self._put(f"{self.root}/_runs/{run_id}.json", body)
-
-    write_manifest = write_run_record  # the name the readers used before run records
 
     def read_run_records(self) -> list[dict]:
         selector = pafs.FileSelector(f"{self.root}/_runs", allow_not_found=True)
@@ -318,7 +312,11 @@ class LabelTable:
         return removed
 
 
-DONE_COLUMNS = ("video_uri", "source_version")
+DONE_COLUMNS = ("video_uri", "source_version")  # the skip test's join key
+# What done_filter reads. Filter after reading: delta-rs writes string_view columns, which a
+# scan-time filter against a plain string literal does not match.
+DONE_FILTER_COLUMNS = ("video_uri", "source_version", "weights_sha256", "mode", "segment_index", "status",
+                       "error_kind")
 
 
 def done_filter(weights_sha256: str | None, mode: str) -> pc.Expression:
@@ -347,7 +345,7 @@ def _last_per_key(rows: pa.Table) -> pa.Table:
     return rows.take(pc.sort_indices(last))
 
 
-def _plain_lists(schema: pa.Schema) -> pa.Schema:
+def plain_schema(schema: pa.Schema) -> pa.Schema:
     """The table's schema with plain Arrow types (delta-rs writes string_view; readers want string)."""
     return pa.schema([f.with_type(plain_type(f.type)) for f in schema], metadata=schema.metadata)
 
@@ -365,13 +363,7 @@ def plain_type(type_: pa.DataType) -> pa.DataType:
 
 def plain(table: pa.Table) -> pa.Table:
     """A table read from the data files, with plain Arrow types (see plain_type)."""
-    return table.cast(_plain_lists(table.schema))
-
-
-def _fields(expression: pc.Expression) -> set[str]:
-    import re
-
-    return set(re.findall(r"\b([a-z_][a-z0-9_]*)\b", str(expression)))
+    return table.cast(plain_schema(table.schema))
 
 
 def _sql_literal(text: str) -> str:

@@ -49,7 +49,7 @@ def write_rows(output: Path, rows: list[dict], run_record: dict | None = None) -
     else:  # the first layout: one Parquet part per run
         table.write_part(run_id, 0, data)
     if run_record is not None:
-        table.write_manifest(run_id, {"run_id": run_id, **run_record})
+        table.write_run_record(run_id, {"run_id": run_id, **run_record})
 
 
 # ---- Chromium ----------------------------------------------------------------------------
