@@ -11,7 +11,7 @@ from urllib.parse import quote, unquote_to_bytes
 
 import pyarrow.fs as pafs
 
-from stam_core.storage import s3_filesystem  # the one S3 configuration
+from stam_core.storage import s3_filesystem, write_atomic  # the one S3 configuration and local write
 
 DEFAULT_EXTENSIONS = (
     ".mp4", ".m4v", ".mkv", ".webm", ".mov", ".avi", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".3gp",
@@ -79,6 +79,15 @@ def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     if "://" in uri:
         raise StorageError(f"{uri}: unsupported storage scheme (use a local path or s3://)")
     return pafs.LocalFileSystem(), os.path.abspath(uri)
+
+
+def put_bytes(fs: pafs.FileSystem, path: str, data: bytes) -> None:
+    """Publish a whole file at once: an atomic rename locally, one upload on S3 (visible when complete)."""
+    if isinstance(fs, pafs.LocalFileSystem):
+        write_atomic(path, data)
+    else:
+        with fs.open_output_stream(path) as f:
+            f.write(data)
 
 
 def to_uri(fs: pafs.FileSystem, path: str) -> str:

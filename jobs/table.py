@@ -39,7 +39,8 @@ import pyarrow.fs as pafs
 
 from jobs.schema import OPTION_ERROR_KINDS, RETRYABLE_ERROR_KINDS, with_flat_columns
 from jobs.segments import video_row_index
-from jobs.storage import StorageError, resolve
+from jobs.storage import StorageError, put_bytes, resolve
+from stam_core.storage import s3_endpoint_and_region
 
 log = logging.getLogger("stam_label")
 
@@ -63,12 +64,11 @@ def delta_storage_options(uri: str) -> dict[str, str] | None:
     if not uri.startswith("s3://"):
         return None
     options = {"conditional_put": "etag"}  # safe concurrent commits on any S3-compatible store
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    endpoint, region = s3_endpoint_and_region()
     if endpoint:
         options["AWS_ENDPOINT_URL"] = endpoint
         if urlparse(endpoint).scheme == "http":
             options["AWS_ALLOW_HTTP"] = "true"
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     if region:
         options["AWS_REGION"] = region
     return options
@@ -280,19 +280,7 @@ class LabelTable:
         return f"{self.root}/_runs/{run_id}.plan"
 
     def _put(self, path: str, data: bytes) -> None:
-        parent = path.rsplit("/", 1)[0]
-        if isinstance(self.fs, pafs.LocalFileSystem):
-            os.makedirs(parent, exist_ok=True)
-            tmp = f"{parent}/.{os.path.basename(path)}.{secrets.token_hex(4)}.tmp"
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)  # atomic on POSIX: readers see the old state or the whole file
-        else:
-            # One upload; S3 makes the object visible only when the upload completes.
-            with self.fs.open_output_stream(path) as f:
-                f.write(data)
+        put_bytes(self.fs, path, data)
 
     def remove_stale_temp_files(self, max_age_s: float = TEMP_FILE_MAX_AGE_S) -> int:
         """Temp files of killed writers, older than any live write could be (another run may be

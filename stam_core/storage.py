@@ -1,12 +1,16 @@
-"""The one S3 configuration of stam_core (and of jobs, which imports it): ``s3_filesystem``.
+"""Where bytes live: the one S3 configuration (``s3_filesystem``) and the one atomic local write
+(``atomic_output``), for stam_core and for jobs, which imports both.
 
 pyarrow, not boto3: stam_core stays free of the AWS SDK. The endpoint variables are the
 standard ones boto3 reads too, so a local S3 server works for both. Must not import torch.
 """
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any
+import tempfile
+from pathlib import Path
+from typing import Any, BinaryIO, Iterator
 from urllib.parse import urlparse
 
 _S3: dict[tuple, Any] = {}
@@ -15,12 +19,18 @@ S3_CONNECT_TIMEOUT_S = 10.0
 S3_REQUEST_TIMEOUT_S = 60.0
 
 
+def s3_endpoint_and_region() -> tuple[str | None, str | None]:
+    """The S3 endpoint (a local or other S3-compatible server) and region from the standard AWS variables."""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    return endpoint or None, region or None
+
+
 def s3_filesystem():
     """A pyarrow S3FileSystem from the standard AWS environment (AWS_ENDPOINT_URL for local servers)."""
     import pyarrow.fs as pafs
 
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    endpoint, region = s3_endpoint_and_region()
     key = (endpoint, region, os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_PROFILE"))
     if key not in _S3:  # one per configuration: creating it resolves credentials
         kwargs: dict[str, Any] = {}
@@ -36,3 +46,30 @@ def s3_filesystem():
                                      connect_timeout=S3_CONNECT_TIMEOUT_S, request_timeout=S3_REQUEST_TIMEOUT_S,
                                      **kwargs)
     return _S3[key]
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, *, mode: int = 0o644) -> Iterator[BinaryIO]:
+    """A binary file whose bytes appear at ``path`` all at once when the block ends, never half.
+
+    A temporary file in the same folder, flushed to disk, then renamed over ``path`` (atomic on
+    POSIX): a reader sees the old file or the whole new one. On an error nothing is published.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())  # the rename must not publish data still in flight
+        os.chmod(tmp_name, mode)  # mkstemp makes 0600
+        os.replace(tmp_name, path)
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)  # gone already after the rename
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to the local ``path`` with ``atomic_output``."""
+    with atomic_output(path) as f:
+        f.write(data)
