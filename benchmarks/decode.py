@@ -27,10 +27,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 import stam_core  # noqa: E402
-from videogen import DEFAULT_SUFFIX, make_video, official_transform  # noqa: E402
+from jobs.tools.samples import DEFAULT_SUFFIX, make_video  # noqa: E402
+from tests.support.videogen import official_transform  # noqa: E402
 
 FRAMES = 16
 CODECS = ["h264", "hevc", "vp9", "av1", "mpeg4"]
@@ -75,12 +75,12 @@ def timed(*fns, reps: int) -> list[tuple[float, float]]:
 
 
 def _worker_cpu() -> float:
-    from stam_core import decode_worker
+    from stam_core.video import decode_worker
 
-    worker = decode_worker._worker
-    if worker is None or not worker.alive():
+    pid = decode_worker.worker_pid()
+    if pid is None:
         return 0.0
-    return int(Path(f"/proc/{worker.proc.pid}/schedstat").read_text().split()[0]) / 1e9  # ns on a CPU
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9  # ns on a CPU
 
 
 def keyframe_interval(path: Path) -> str:
@@ -122,7 +122,7 @@ def cpu_description() -> str:
 
 
 # The HD decode-cost cases: (file name, seconds, make_video settings). Textured, grainy, panning
-# content (tests/videogen.py's _Scene), x264 veryfast CRF 23 / x265 superfast CRF 28, B-frames.
+# content (jobs/tools/samples.py's Scene), x264 veryfast CRF 23 / x265 superfast CRF 28, B-frames.
 HD_CASES = [
     ("hd1080_h264_gop250.mp4", 10, dict(size=(1920, 1080), num_frames=250, fps=25, gop=250, bframes=3)),
     ("hd720_h264_gop250.mp4", 10, dict(size=(1280, 720), num_frames=250, fps=25, gop=250, bframes=3)),
@@ -152,7 +152,7 @@ def hd_decode_cost(video, reps: int) -> None:
           "fast: total = decode + resize | frames decoded | decode / floor | exact / every | fast / every |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, seconds, settings in HD_CASES:
-        path = video(name, pattern=False, grain=6, **settings)
+        path = video(name, grain=6, **settings)
         refs = decode_all(path, "NONREF")
         every_ms, floor_ms = (c for c, _ in timed(lambda p=path: decode_all(p), lambda p=path: decode_all(p, "NONREF"),
                                                   reps=reps))
@@ -202,7 +202,7 @@ def main() -> None:
         return
 
     # 1. The acceptance clip: 10 s, 640x272, H.264 as x264 makes it by default.
-    real = video("real_640x272.mp4", size=(640, 272), num_frames=250, fps=25, pattern=False, grain=6,
+    real = video("real_640x272.mp4", size=(640, 272), num_frames=250, fps=25, grain=6,
                  preset="medium")
     ours = stam_core.read_clip(real, FRAMES, timeout=None)
     with av.open(str(real)) as container:
@@ -231,7 +231,7 @@ def main() -> None:
           f"{long_s // 60} min: CPU ms (wall) | {long_s // 60} min: frames decoded | long / short (CPU) |")
     print("|---|---|---|---:|---:|---:|---:|---:|")
     for codec in CODECS:
-        settings = dict(codec=codec, size=(320, 240), fps=15, pattern=False, grain=3, preset=FAST_PRESETS.get(codec))
+        settings = dict(codec=codec, size=(320, 240), fps=15, grain=3, preset=FAST_PRESETS.get(codec))
         suffix = DEFAULT_SUFFIX[codec]
         short = video(f"short_{codec}{suffix}", num_frames=15 * 10, **settings)
         long = video(f"long{long_s}_{codec}{suffix}", num_frames=15 * long_s, **settings)

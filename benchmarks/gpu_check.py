@@ -20,8 +20,8 @@ so a run cut short still leaves what it measured. Sections:
                      forward times from torch.cuda events / wall time)
   estimates          arithmetic ceilings: labelled estimates, never measurements
 
-No Ray, boto3 or network: the weights are random (stam_core.save_checkpoint of
-stam_core.create_model), the clips are generated with PyAV. CUDA-only measurements are
+No Ray, boto3 or network: the weights are random (stam_core.model.save_checkpoint of
+stam_core.model.create_model), the clips are generated with PyAV. CUDA-only measurements are
 recorded as {"status": "skipped", "reason": "cuda not available"} where there is no GPU.
 --smoke: stam_tiny, small clips, batch 2, 1-2 iterations, CPU device, no compile.
 """
@@ -48,7 +48,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))  # videogen (clip generation)
 
 NO_CUDA = "cuda not available"
 SMOKE_ON_CUDA = "smoke run: the CPU device only"
@@ -81,12 +80,12 @@ def failed(exc: BaseException) -> dict:
 
 def _make_clip(path: str, size: tuple[int, int], num_frames: int, fps: int, gop: int, bframes: int,
                seed: int) -> dict:
-    # tests/videogen.py: textured, panning, grainy content
-    from videogen import make_video
+    # textured, panning, grainy content; jobs.tools.samples imports no Ray or boto3
+    from jobs.tools.samples import make_video
 
     start = time.perf_counter()
     make_video(path, codec="h264", size=tuple(size), num_frames=num_frames, fps=fps, gop=gop, bframes=bframes,
-               pattern=False, grain=6, seed=seed)
+               grain=6, seed=seed)
     return {"path": path, "encode_s": time.perf_counter() - start, "bytes": os.path.getsize(path)}
 
 
@@ -265,13 +264,13 @@ class Check:
         import numpy as np
         import torch
 
-        import stam_core
+        import stam_core.model
 
         name = self.cfg["model"]
         torch.manual_seed(0)
         self.checkpoint = self.work / f"{name}_random.pth"
-        stam_core.save_checkpoint(stam_core.create_model(name), self.checkpoint)
-        model = stam_core.load_model(self.checkpoint, device=self.device, precision="bf16", compile=False)
+        stam_core.model.save_checkpoint(stam_core.model.create_model(name), self.checkpoint)
+        model = stam_core.model.load_model(self.checkpoint, device=self.device, precision="bf16", compile=False)
         self.model = model
         result = {"model": name, "device": self.device, "precision": model.precision,
                   "checkpoint": {"kind": "official format, random weights (torch.manual_seed(0))",
@@ -296,14 +295,14 @@ class Check:
     def time_batches(self, model, frames, batch: int, *, compiled: bool, gflop: float) -> dict:
         import torch
 
-        import stam_core
+        import stam_core.model
 
         row = {"batch": batch, "compile": compiled, "precision": model.precision}
         cuda = self.device == "cuda"
         try:
             if cuda:
                 torch.cuda.empty_cache()
-            clips = stam_core.clips_to_tensor(frames[:batch], self.device)
+            clips = stam_core.model.clips_to_tensor(frames[:batch], self.device)
             if cuda:
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
@@ -330,7 +329,7 @@ class Check:
         import numpy as np
         import torch
 
-        import stam_core
+        import stam_core.model
 
         reason = self.cuda_skip_reason()
         if reason:
@@ -339,7 +338,7 @@ class Check:
             return skipped("the eager model section did not run")
         if self.left() < 45:
             return skipped(f"time budget: {self.left():.0f} s left of {self.cfg['budget_s']:.0f} s")
-        model = stam_core.load_model(self.checkpoint, device=self.device, precision="bf16", compile=True)
+        model = stam_core.model.load_model(self.checkpoint, device=self.device, precision="bf16", compile=True)
         frames = np.random.default_rng(0).integers(0, 256, (max(self.cfg["batches"]), model.num_frames, 224, 224, 3),
                                                    dtype=np.uint8)
         gflop = flop_count(self.cfg["model"])["gflop_per_video"]
@@ -351,7 +350,7 @@ class Check:
             rows.append(self.time_batches(model, frames, b, compiled=True, gflop=gflop))
         del model
         torch.cuda.empty_cache()
-        return {"status": "ran", "how": "stam_core.load_model(compile=True): spatial.compile() and "
+        return {"status": "ran", "how": "stam_core.model.load_model(compile=True): spatial.compile() and "
                 "temporal.compile() with torch's defaults, batch sizes in order, so the second distinct "
                 "batch size recompiles with a dynamic batch dimension; first_call_s includes compilation",
                 "results": rows}
@@ -379,11 +378,11 @@ class Check:
     def agreement_random(self, model) -> dict:
         import numpy as np
 
-        import stam_core
+        import stam_core.model
 
         n = self.cfg["agree_batch"]
         frames = np.random.default_rng(1).integers(0, 256, (n, model.num_frames, 224, 224, 3), dtype=np.uint8)
-        clips = stam_core.clips_to_tensor(frames, self.device)
+        clips = stam_core.model.clips_to_tensor(frames, self.device)
         return compare_precisions(model, clips, "fixed random batch (uint8 seed 1), random weights")
 
     def agreement_parity(self) -> dict:
@@ -394,7 +393,7 @@ class Check:
 
         import torch
 
-        import stam_core
+        import stam_core.model
 
         fixtures = ROOT / "tests" / "fixtures"
         spec = iu.spec_from_file_location("reference_checkpoint", fixtures / "reference_checkpoint.py")
@@ -403,7 +402,7 @@ class Check:
         expected = json.loads((fixtures / "stam16_seed0.json").read_text())
         path = self.work / "stam16_seed0.pth"
         torch.save({"model": ref.state_dict(expected["frames"], expected["seed"])}, path)
-        model = stam_core.load_model(path, device=self.device, precision="fp32")
+        model = stam_core.model.load_model(path, device=self.device, precision="fp32")
         clips = torch.from_numpy(ref.clip(expected["frames"], expected["seed"], expected["batch"]))
         clips = clips.reshape(expected["batch"], expected["frames"], 3, 224, 224).to(self.device)
         result = compare_precisions(model, clips, "parity fixture (tests/fixtures, reference checkpoint seed 0)",
@@ -435,7 +434,7 @@ class Check:
         num_frames = 16 if cfg["model"] == "stam_16" else 8
         result = {"clip_settings": {"codec": "H.264 (libx264 veryfast, CRF 23)", "gop": cfg["gop"],
                                     "bframes": cfg["bframes"], "seconds": cfg["seconds"], "fps": cfg["fps"],
-                                    "content": "tests/videogen.py textured panning scene, grain 6",
+                                    "content": "jobs/tools/samples.py textured panning scene, grain 6",
                                     "sizes": {k: list(v) for k, v in cfg["sizes"].items()},
                                     "clips_per_size": cfg["clips_per_size"]},
                   "generated": made, "num_frames": num_frames, "decoder": "PyAV via stam_core.read_clip(timeout=None)",
@@ -484,7 +483,7 @@ class Check:
         import numpy as np
         import torch
 
-        import stam_core
+        import stam_core.model
 
         if self.model is None or not self.clips:
             return skipped("needs the model and decode sections, and one of them did not run")
@@ -497,7 +496,7 @@ class Check:
         workers = self.cores
         # Warm the model at this batch size (cuDNN/cuBLAS choices, allocator) before timing.
         warm = np.random.default_rng(2).integers(0, 256, (batch, model.num_frames, 224, 224, 3), dtype=np.uint8)
-        model(stam_core.clips_to_tensor(warm, self.device))
+        model(stam_core.model.clips_to_tensor(warm, self.device))
         if cuda:
             torch.cuda.synchronize()
         spans, pending_frames, done, errors, wait_s, decode_cpu = [], [], 0, 0, 0.0, []
@@ -510,14 +509,14 @@ class Check:
             if cuda:
                 e0, e1, e2 = (torch.cuda.Event(enable_timing=True) for _ in range(3))
                 e0.record()
-                clips = stam_core.clips_to_tensor(frames, self.device)
+                clips = stam_core.model.clips_to_tensor(frames, self.device)
                 e1.record()
                 logits = model(clips)
                 e2.record()
                 spans.append((e0, e1, e2))
             else:
                 t0 = time.perf_counter()
-                clips = stam_core.clips_to_tensor(frames, self.device)
+                clips = stam_core.model.clips_to_tensor(frames, self.device)
                 t1 = time.perf_counter()
                 logits = model(clips)
                 spans.append((t0, t1, time.perf_counter()))

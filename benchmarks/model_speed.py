@@ -24,11 +24,11 @@ import time
 import numpy as np
 import torch
 
-import stam_core
+import stam_core.model
 from stam_core.model import cpu_bf16_features
 
 
-def one_pass(model: stam_core.STAM, clips: torch.Tensor) -> tuple[float, float, torch.Tensor]:
+def one_pass(model: stam_core.model.STAM, clips: torch.Tensor) -> tuple[float, float, torch.Tensor]:
     """(wall seconds, this process's CPU seconds, logits) of one forward pass."""
     start, cpu_start = time.perf_counter(), time.process_time()
     logits = model(clips)
@@ -41,12 +41,12 @@ def run(name: str, args) -> None:
     device = torch.device(args.device)
     torch.manual_seed(0)
     if args.weights:
-        model = stam_core.load_model(args.weights, device=device, precision="fp32")
+        model = stam_core.model.load_model(args.weights, device=device, precision="fp32")
         name = f"{args.weights} ({model.num_frames} frames)"
     else:
-        model = stam_core.create_model(name).to(device)
+        model = stam_core.model.create_model(name).to(device)
     frames = np.random.default_rng(0).integers(0, 256, (args.batch, model.num_frames, 224, 224, 3), dtype=np.uint8)
-    clips = stam_core.clips_to_tensor(frames, device)
+    clips = stam_core.model.clips_to_tensor(frames, device)
     precisions = args.precisions or (["fp32", "bf16", "fp16", "auto"] if device.type == "cuda"
                                      else ["fp32", "bf16", "auto"])
     if "fp32" not in precisions:
@@ -92,7 +92,8 @@ def run(name: str, args) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", default=["stam_16", "stam_tiny"], choices=list(stam_core.MODEL_CONFIGS))
+    ap.add_argument("--models", nargs="+", default=["stam_16", "stam_tiny"],
+                    choices=list(stam_core.model.MODEL_CONFIGS))
     ap.add_argument("--weights", help="a checkpoint to time instead of untrained weights (one model)")
     ap.add_argument("--batch", type=int, default=2, help="videos per forward pass (default 2)")
     ap.add_argument("--spin", type=float, default=10, help="seconds of untimed fp32 passes first (default 10)")

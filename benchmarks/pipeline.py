@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def make_videos(folder: Path, n: int, unique: int, seconds: float, size: tuple[int, int]) -> list[Path]:
     """`unique` distinct encodes, hard-linked up to n files: decoding costs the same per file."""
-    from jobs.demo import make_sample_video
+    from jobs.tools.samples import make_sample_video
 
     folder.mkdir(parents=True, exist_ok=True)
     sources = [make_sample_video(folder / f"v{i:05d}.mp4", seed=i, seconds=seconds, fps=25, size=size)
@@ -56,16 +56,16 @@ def decode_rate(paths: list[Path], num_frames: int, workers: int) -> float:
 def model_rate(weights: str, batch: int, batches: int) -> tuple[float, int, str]:
     import torch
 
-    import stam_core
+    import stam_core.model
 
     torch.set_num_threads(os.cpu_count() or 1)
-    model = stam_core.load_model(weights)
+    model = stam_core.model.load_model(weights)
     frames = np.random.default_rng(0).integers(0, 255, (batch, model.num_frames, 224, 224, 3), dtype=np.uint8)
     with torch.inference_mode():
-        model(stam_core.clips_to_tensor(frames, model.device))
+        model(stam_core.model.clips_to_tensor(frames, model.device))
         start = time.perf_counter()
         for _ in range(batches):
-            model(stam_core.clips_to_tensor(frames, model.device))
+            model(stam_core.model.clips_to_tensor(frames, model.device))
     return batch * batches / (time.perf_counter() - start), model.num_frames, model.precision
 
 
@@ -82,7 +82,7 @@ def main() -> None:
     import ray
     import torch
 
-    import stam_core
+    import stam_core.model
     from jobs.pipeline import JobConfig, run_job
 
     cores = os.cpu_count() or 1
@@ -91,7 +91,7 @@ def main() -> None:
         tmp = Path(tmp)
         torch.manual_seed(0)
         weights = tmp / f"{args.model}.pth"
-        stam_core.save_checkpoint(stam_core.create_model(args.model), weights)
+        stam_core.model.save_checkpoint(stam_core.model.create_model(args.model), weights)
         print(f"generating {args.videos} videos of {args.seconds:g} s at {args.size} (H.264, 25 fps)...", flush=True)
         paths = make_videos(tmp / "videos", args.videos, args.unique, args.seconds, size)
 

@@ -5,7 +5,7 @@
 
 No video is decoded. For each N it writes, in a temporary folder:
 
-  * a tiny checkpoint (``stam_core.save_checkpoint(create_model("stam_tiny"))``);
+  * a tiny checkpoint (``stam_core.model.save_checkpoint(create_model("stam_tiny"))``);
   * MANIFEST.parquet: video_uri (``s3://bucket/videos/<9 digits>.mp4``), size, source_version,
     so the listing stats nothing;
   * OUTPUT, a Delta label table of the same N videos (benchmarks/table.py's rows, layout as
@@ -105,9 +105,9 @@ def cli_child(argv: list[str]) -> None:
         times["first_items_taken"] = time.time()  # work.take(10): the first work items
         return out
 
-    import stam_core
+    import stam_core.model
 
-    check = stam_core.read_checkpoint_info
+    check = stam_core.model.read_checkpoint_info
 
     def timed_check(*a, **k):
         times["weights_check_start"] = time.time()
@@ -116,7 +116,7 @@ def cli_child(argv: list[str]) -> None:
         return out
 
     pipeline.connect_ray, plan.build, pipeline._dry_run = timed_connect, timed_build, timed_dry
-    stam_core.read_checkpoint_info = timed_check
+    stam_core.model.read_checkpoint_info = timed_check
     from jobs.cli import main
 
     try:
@@ -131,12 +131,12 @@ def make_inputs(folder: Path, n: int, layout: str) -> tuple[Path, Path, Path, fl
     import torch
     from table import build_table
 
-    import stam_core
+    import stam_core.model
 
     start = time.perf_counter()
     torch.manual_seed(0)
     weights = folder / "stam_tiny.pth"
-    stam_core.save_checkpoint(stam_core.create_model("stam_tiny"), weights)
+    stam_core.model.save_checkpoint(stam_core.model.create_model("stam_tiny"), weights)
     sha = stam_core.file_sha256(weights)
     numbers = np.arange(n, dtype=np.int64) * 4
     rng = np.random.default_rng(0)

@@ -28,7 +28,7 @@ Then, each on a fresh copy of the table (``LabelTable.commit``, the production p
                 excluded); --skipset-paths small-lowmem runs a PROTOTYPE of _small_plan that
                 reads the table with ParquetFile.iter_batches (not production code)
 
-moto: ``--s3`` starts jobs.demo_s3.LocalS3 (a moto server in a child process) and puts the
+moto: ``--s3`` starts jobs.tools.demo_s3.LocalS3 (a moto server in a child process) and puts the
 table in s3://bench/...; moto keeps objects in its process memory and is slow, so 100k rows
 is the size to use there.
 """
@@ -54,7 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 SHA = "ab" * 32  # the weights_sha256 of every synthetic row
 STEP = 4  # existing videos are numbers 0, 4, 8, ...: new ones fit between them
 COMMIT = 2000
-COMPACT_BYTES = 128 << 20  # jobs.maintenance.TARGET_FILE_BYTES
+COMPACT_BYTES = 128 << 20  # jobs.tools.maintenance.TARGET_FILE_BYTES
 
 
 def uri(n) -> str:
@@ -412,7 +412,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--layout", choices=("compacted", "commits"), default="compacted")
-    ap.add_argument("--s3", action="store_true", help="on moto (jobs.demo_s3.LocalS3)")
+    ap.add_argument("--s3", action="store_true", help="on moto (jobs.tools.demo_s3.LocalS3)")
     ap.add_argument("--experiments", nargs="+", default=["new", "mixed", "relabel", "skipset"])
     ap.add_argument("--relabel-commits", type=int, default=10, help="commits of the whole-table relabel to run")
     ap.add_argument("--skipset-paths", nargs="+", choices=("small", "small-lowmem", "ray"),
@@ -427,11 +427,11 @@ def main() -> None:
     print(f"{cpu_info()}; {platform.python_version()}; layout {args.layout}; {'moto S3' if args.s3 else 'local disk'}")
     s3 = None
     if args.s3:
-        from jobs.demo_s3 import LocalS3
+        from jobs.tools.demo_s3 import LocalS3
 
         s3 = LocalS3().start()
         s3.create_bucket("bench")
-        from jobs.demo_s3 import _ENV
+        from jobs.tools.demo_s3 import _ENV
 
         os.environ["BENCH_AWS_ENV"] = json.dumps({k: os.environ[k] for k in _ENV})
     from jobs.table import delta_storage_options

@@ -13,16 +13,18 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from jobs.segments import VIDEO_LEVEL, VideoLevel
+from jobs.stages.records import split_labelled
 from jobs.table import CommitResult, LabelTable
 
 log = logging.getLogger("stam_label")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Counts:
-    """Videos (their video-level rows) and rows committed by this run."""
+    """Videos (their video-level rows) and rows committed by this run, and what they cost."""
 
     ok: int = 0
     error: int = 0
@@ -41,36 +43,43 @@ class Counts:
     def processed(self) -> int:
         return self.ok + self.error
 
+    @property
+    def totals(self) -> dict:
+        """Per-stage cost, as the run record stores it."""
+        return {"decode_cpu_s": self.decode_cpu_s, "model_s": self.model_s, "footage_s": self.footage_s,
+                "videos": self.processed}
+
 
 class Committer:
     def __init__(self, table: LabelTable, *, run_id: str, schema: pa.Schema, commit_every: int,
                  commit_interval_s: float, video_level: VideoLevel | None,
-                 on_videos: Callable[[int, int], None] | None = None):
+                 on_videos: Callable[[int, int], None] | None = None, counts: Counts | None = None):
         self.table, self.run_id, self.schema = table, run_id, schema
         self.commit_every, self.commit_interval_s = commit_every, commit_interval_s
         self.video_level = video_level
         self.level = VIDEO_LEVEL if video_level else 0
         self.on_videos = on_videos
-        self.counts = Counts()
+        self.counts = counts if counts is not None else Counts()  # the run's summary, or its own
         self.seq = 0
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
         self._last_commit = time.monotonic()
 
     def add_model_rows(self, batch: pa.Table) -> None:
-        """Rows from the model stage (with the internal columns it adds for the driver)."""
+        """A model-stage batch: output rows and their FACTS (jobs.stages.records)."""
+        rows, facts = split_labelled(batch, self.schema)
         for stage in ("decode", "model"):
             clips_on = self.counts.placement.setdefault(stage, {})
-            for node in batch[f"_{stage}_node"].to_pylist():
+            for node in facts[f"{stage}_node"].to_pylist():
                 clips_on[node] = clips_on.get(node, 0) + 1
-        self.counts.model_s += sum(batch["_model_s"].to_pylist())
-        self.counts.decode_cpu_s += sum(v for v in batch["decode_cpu_ms"].to_pylist() if v) / 1000
+        self.counts.model_s += pc.sum(facts["model_s"]).as_py() or 0.0
+        self.counts.decode_cpu_s += (pc.sum(rows["decode_cpu_ms"]).as_py() or 0.0) / 1000
         if self.video_level is not None:
-            finished = self.video_level.add(batch)
+            finished = self.video_level.add(rows, facts)
             if finished:
                 self.add(pa.Table.from_pylist(finished, schema=self.schema))
         else:
-            self.add(batch.select(self.schema.names).cast(self.schema))
+            self.add(rows)
         self.counts.output_times.append((time.time(), self.counts.processed))
 
     def add(self, rows: pa.Table) -> None:

@@ -1,4 +1,4 @@
-"""The job's typed errors and the exit code each one means (documented in docs/usage.md)."""
+"""The job's typed errors and the exit code each one means (documented in docs/usage.md; jobs.cli.errors exits with it)."""
 from __future__ import annotations
 
 EXIT_OK = 0

@@ -3,7 +3,7 @@
     plan.build(INPUT, OUTPUT)          Ray: list, anti-join with the current labels, sort,
                                        persist the plan as Parquet beside the run record
     ray.data.read_parquet(plan)
-      .map_batches(to_work_items)      jobs/stages/items.py: the stage contract
+      .map_batches(to_work_items)      jobs/stages/records.py: the stage contract (Arrow schemas)
       .map_batches(expand_windows)     jobs/stages/windows.py, --window-seconds only
       .map_batches(decode_videos)      jobs/stages/decode.py: stam_core.read_clip -> uint8 frames
       .map_batches(Labeler)            jobs/stages/label.py: an actor pool holding the model
@@ -34,12 +34,13 @@ from jobs.runs import RunRecord, RunSummary, reap_dead_runs, run_counts, run_rec
 from jobs.schema import output_schema
 from jobs.segments import VideoLevel, video_row_index
 from jobs.stages.decode import decode_videos
-from jobs.stages.items import to_work_items
 from jobs.stages.label import Labeler
+from jobs.stages.records import to_work_items
 from jobs.stages.windows import expand_windows
 from jobs.storage import StorageError
 from jobs.table import CommitError, LabelTable, new_run_id
 from stam_core.classes import load_class_names
+from stam_core.errors import CheckpointError
 from stam_core.weights import redact_url
 
 log = logging.getLogger("stam_label")
@@ -48,7 +49,7 @@ __all__ = ["JobConfig", "RunSummary", "JobError", "run_job"]
 
 def run_job(config: JobConfig) -> RunSummary:
     """Plan, label and commit; raises JobError (cannot start), JobFailed, JobInterrupted."""
-    import stam_core
+    from stam_core.model import read_checkpoint_info
 
     started = time.time()
     run_id = new_run_id()
@@ -64,14 +65,14 @@ def run_job(config: JobConfig) -> RunSummary:
     except StorageError as exc:
         raise JobError(str(exc)) from exc
     try:
-        info = stam_core.read_checkpoint_info(config.weights, sha256=config.weights_sha256)
-    except (stam_core.CheckpointError, OSError, ValueError) as exc:
+        info = read_checkpoint_info(config.weights, sha256=config.weights_sha256)
+    except (CheckpointError, OSError, ValueError) as exc:
         raise JobError(f"weights {redact_url(config.weights)!r}: {redact_url(str(exc))}") from exc
     class_names = _class_names(config.labels_file, info.num_classes)
     model_name = config.model_name or info.name
 
     connect_ray(config.address)
-    summary = RunSummary(run_id, config.output_uri, dry_run=config.dry_run)
+    summary = RunSummary(run_id, config.output_uri, dry_run=config.dry_run)  # the committer counts into it
     if config.dry_run:
         return _dry_run(config, table, info, mode, run_id, summary, started)
 
@@ -82,7 +83,7 @@ def run_job(config: JobConfig) -> RunSummary:
     committer = Committer(table, run_id=run_id, schema=schema, commit_every=config.commit_every,
                           commit_interval_s=config.commit_interval_s,
                           video_level=VideoLevel(class_names, config.top_k, config.embeddings)
-                          if config.window_s is not None else None)
+                          if config.window_s is not None else None, counts=summary)
     try:
         with _signals_interrupt():
             try:
@@ -101,12 +102,10 @@ def run_job(config: JobConfig) -> RunSummary:
                 summary.lost = _reconcile(config, table, committer, plan, run_id, mode)
     except KeyboardInterrupt:
         _commit_what_is_done(committer)
-        summary.take_counts(committer.counts)
         record.finish("interrupted", **run_counts(summary), elapsed_s=time.time() - started)
         raise JobInterrupted(f"interrupted: {summary.processed} videos committed in {config.output_uri} "
                              f"(run {run_id}); rerun to label the rest") from None
     except CommitError as exc:
-        summary.take_counts(committer.counts)
         record.finish("failed", reason=str(exc), **run_counts(summary), elapsed_s=time.time() - started)
         raise JobFailed(str(exc)) from exc
     except JobError as exc:
@@ -116,7 +115,6 @@ def run_job(config: JobConfig) -> RunSummary:
         record.finish("failed", reason=f"{type(exc).__name__}: {redact_url(str(exc))[:500]}",
                       elapsed_s=time.time() - started)
         raise
-    summary.take_counts(committer.counts)
     summary.elapsed_s = time.time() - started
     record.finish("completed", **run_counts(summary), elapsed_s=summary.elapsed_s)
     return summary
@@ -150,18 +148,19 @@ def _dataset(config: JobConfig, work, info, class_names, model_name: str, run_id
     ds = work.map_batches(to_work_items, batch_format="pyarrow", batch_size=None)
     if config.window_s is not None:
         ds = ds.map_batches(  # a video per task: each becomes many windows, decoded videos_per_task at a time
-            expand_windows, batch_size=1, concurrency=decode_concurrency, **decode_args,
+            expand_windows, batch_size=1, batch_format="pyarrow", concurrency=decode_concurrency, **decode_args,
             fn_kwargs={"window": config.window_s, "stride": config.stride_s, "timeout": config.decode_timeout,
                        "max_pixels": config.max_pixels},
         )
     ds = ds.map_batches(
-        decode_videos, batch_size=config.videos_per_task,
+        decode_videos, batch_size=config.videos_per_task, batch_format="pyarrow",
         fn_kwargs={"num_frames": info.num_frames, "timeout": config.decode_timeout, "max_pixels": config.max_pixels,
                    "resize": config.resize},
         concurrency=decode_concurrency, **decode_args,
     )
     return ds.map_batches(
-        Labeler, batch_size=config.batch_size, compute=ray.data.ActorPoolStrategy(size=config.model_workers),
+        Labeler, batch_size=config.batch_size, batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=config.model_workers),
         fn_constructor_kwargs={
             "weights": config.weights, "sha256": info.weights_sha256, "precision": config.precision,
             "top_k": config.top_k, "class_names": class_names, "model_name": model_name,
@@ -260,6 +259,3 @@ def _class_names(labels_file: str | None, num_classes: int) -> list[str]:
         raise JobError(f"{source} has {len(names)} class names but the checkpoint has {num_classes} classes")
     return names
 
-
-def _iso(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat()

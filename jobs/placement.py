@@ -47,7 +47,7 @@ def decode_remote_args(config) -> tuple[dict, int | None]:
     """Ray options of the decode (and windowing) tasks, and how many may run at once."""
     import ray
 
-    from stam_core.decode_worker import decode_memory_limit
+    from stam_core.video.decode_worker import decode_memory_limit
 
     args = {"num_cpus": 1 / config.decode_tasks_per_cpu, "max_retries": config.decode_retries}
     if ray.cluster_resources().get("stam_decode", 0) > 0:

@@ -9,6 +9,7 @@ commits are serialised by the table, but they double the work).
 from __future__ import annotations
 
 import datetime as dt
+import importlib.metadata
 import logging
 import os
 import platform
@@ -105,27 +106,20 @@ class RunRecord:
 
 
 @dataclass
-class RunSummary:
+class RunSummary(Counts):
+    """What a run did: its plan, and the Counts its committer kept."""
+
     run_id: str
     output_uri: str
     listed: int = 0
     skipped: int = 0
     total: int = 0  # videos this run set out to label (the plan)
-    ok: int = 0
-    error: int = 0
-    rows: int = 0
-    commits: int = 0
     lost: int = 0
     elapsed_s: float = 0.0
-    error_kinds: dict[str, int] = field(default_factory=dict)
-    error_examples: dict[str, str] = field(default_factory=dict)
-    output_times: list[tuple[float, int]] = field(default_factory=list)  # (arrival, videos so far)
-    placement: dict[str, dict[str, int]] = field(default_factory=dict)  # stage -> Ray node id -> clips
     execution_started_at: float = 0.0  # the plan is ready: the dataset starts
     dry_run: bool = False
     first_uris: list[str] = field(default_factory=list)  # --dry-run: the first videos to label
     estimated_decode_cpu_h: float = 0.0  # --dry-run
-    totals: dict = field(default_factory=dict)  # per-stage cost: decode_cpu_s, model_s, footage_s, videos
 
     @property
     def rate_from_start(self) -> float:
@@ -148,24 +142,12 @@ class RunSummary:
         return self.output_times[0][0] - self.execution_started_at
 
     @property
-    def processed(self) -> int:
-        return self.ok + self.error
-
-    @property
     def error_rate(self) -> float:
         return self.error / self.processed if self.processed else 0.0
-
-    def take_counts(self, counts: Counts) -> None:
-        self.ok, self.error, self.rows, self.commits = counts.ok, counts.error, counts.rows, counts.commits
-        self.error_kinds, self.error_examples = dict(counts.error_kinds), dict(counts.error_examples)
-        self.output_times, self.placement = counts.output_times, counts.placement
-        self.totals = {"decode_cpu_s": counts.decode_cpu_s, "model_s": counts.model_s,
-                       "footage_s": counts.footage_s, "videos": counts.processed}
 
 
 def run_record(config, run_id: str, info, model_name: str, mode: str, started: float) -> dict:
     import ray
-    import torch
 
     cfg = asdict(config)
     cfg["extensions"] = list(config.extensions)
@@ -175,7 +157,7 @@ def run_record(config, run_id: str, info, model_name: str, mode: str, started: f
     return {
         "run_id": run_id, "status": "running", "started_at": iso(started), "config": cfg,
         "model": model_name, "weights_sha256": info.weights_sha256, "num_frames": info.num_frames, "mode": mode,
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, "ray": ray.__version__,
+        "versions": {"python": platform.python_version(), "torch": _version("torch"), "ray": ray.__version__,
                      "pyarrow": pa.__version__},
         "host": platform.node(), "pid": os.getpid(),
     }
@@ -192,6 +174,14 @@ def run_counts(summary: RunSummary) -> dict:
                        "commits": summary.commits},
             "error_kinds": summary.error_kinds, "placement": summary.placement,
             "videos_per_s_from_dataset_start": summary.rate_from_start, "first_row_s": summary.first_row_s}
+
+
+def _version(package: str) -> str | None:
+    # From the installed metadata: importing torch on the driver costs ~670 MB and seconds.
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def iso(t: float) -> str:

@@ -55,15 +55,18 @@ class VideoLevel:
         self.class_names, self.top_k, self.embeddings = class_names, top_k, embeddings
         self.pending: dict[str, dict] = {}
 
-    def add(self, rows: pa.Table) -> list[dict]:
-        """Feed window rows (with internal columns _num_segments, _probs); returns finished videos' rows."""
+    def add(self, rows: pa.Table, facts: pa.Table) -> list[dict]:
+        """Feed window rows (output schema) and their FACTS (num_segments, window_probs);
+        returns the finished videos' rows."""
         done: list[dict] = []
-        for row in rows.to_pylist():
+        for row, expected, probs in zip(rows.to_pylist(), facts["num_segments"].to_pylist(),
+                                        facts["window_probs"].to_pylist()):
             if row["segment_index"] == VIDEO_LEVEL:
-                done.append(_public(row))  # failed before windowing: its one row is video-level
+                done.append(row)  # failed before windowing: its one row is video-level
                 continue
-            state = self.pending.setdefault(row["video_uri"], {"rows": {}, "expected": row["_num_segments"]})
+            state = self.pending.setdefault(row["video_uri"], {"rows": {}, "probs": {}, "expected": expected})
             state["rows"][row["segment_index"]] = row  # a retried task's duplicate replaces the first
+            state["probs"][row["segment_index"]] = probs
             if len(state["rows"]) >= state["expected"]:
                 done.extend(self._finish(self.pending.pop(row["video_uri"])))
         return done
@@ -75,14 +78,13 @@ class VideoLevel:
         return out
 
     def _finish(self, state: dict) -> list[dict]:
-        rows = [state["rows"][k] for k in sorted(state["rows"])]
-        windows = [_public(r) for r in rows]
-        return windows + [self._video_row(rows, state["expected"])]
+        windows = [state["rows"][k] for k in sorted(state["rows"])]
+        return windows + [self._video_row(windows, state["probs"], state["expected"])]
 
-    def _video_row(self, rows: list[dict], expected: int) -> dict:
+    def _video_row(self, rows: list[dict], probs: dict[int, list], expected: int) -> dict:
         first = rows[0]
         ok = [r for r in rows if r["status"] == "ok"]
-        video = _public(first)
+        video = dict(first)
         video.update(segment_index=VIDEO_LEVEL, segment_start_s=0.0, frame_indices=None, frame_timestamps=None,
                      embedding=None, probs=None, labels=None, scores=None, class_ids=None, warnings=None,
                      labelled_at=max(r["labelled_at"] for r in rows))
@@ -97,7 +99,7 @@ class VideoLevel:
             failed = rows[0]
             video.update(status="error", error=failed["error"], error_kind=failed["error_kind"])
             return video
-        mean = np.mean([r["_probs"] for r in ok], axis=0)
+        mean = np.mean([probs[r["segment_index"]] for r in ok], axis=0)
         top = np.argsort(-mean, kind="stable")[: self.top_k]
         duration = max((r["duration_s"] for r in ok if r["duration_s"] is not None), default=None)
         video.update(status="ok", error=None, error_kind=None, labels=[self.class_names[i] for i in top],
@@ -109,6 +111,3 @@ class VideoLevel:
             video[key] = ok[0][key]
         return video
 
-
-def _public(row: dict) -> dict:
-    return {k: v for k, v in row.items() if not k.startswith("_")}

@@ -1,7 +1,7 @@
 """Where videos and labels live: local folders and S3, both through pyarrow.fs.
 
 S3 uses the standard AWS configuration (environment, profiles, instance roles); a local or
-other S3-compatible server is reached through ``AWS_ENDPOINT_URL``. Listing is jobs/listing.py
+other S3-compatible server is reached through ``AWS_ENDPOINT_URL``. Listing is jobs/listing/
 (Ray tasks); this module spells keys (``local_key``/``local_path``) and resolves filesystems.
 """
 from __future__ import annotations

@@ -3,9 +3,15 @@
 Knows nothing of Ray, S3 clients or the command line; import it in a notebook to label a clip:
 
     >>> import stam_core
-    >>> model = stam_core.load_model("stam_16")
+    >>> from stam_core.model import clips_to_tensor, load_model
+    >>> model = load_model("stam_16")
     >>> clip = stam_core.read_clip("video.mp4", num_frames=model.num_frames)
-    >>> logits = model(stam_core.clips_to_tensor(clip.frames[None], model.device))
+    >>> logits = model(clips_to_tensor(clip.frames[None], model.device))
+
+This package re-exports what does not need torch: the errors, the class names, the weights
+registry (``stam_core.weights``) and decoding (``stam_core.video``). The model, which imports
+torch, is ``stam_core.model``: decode worker processes import stam_core and must start fast
+and small. Where bytes live (S3, atomic local writes): ``stam_core.storage``.
 """
 from stam_core.classes import KINETICS400_CLASSES, read_class_names
 from stam_core.errors import (
@@ -23,28 +29,8 @@ from stam_core.errors import (
     VideoTimeoutError,
     VideoTooLargeError,
 )
-
-# The model and weights modules import torch; they load on first use so that decoding (and
-# its worker process, which imports stam_core) starts fast and small.
-_LAZY = {
-    "MODEL_CONFIGS": "model", "STAM": "model", "STAMConfig": "model", "clips_to_tensor": "model",
-    "create_model": "model", "load_model": "model", "save_checkpoint": "model",
-    "CheckpointInfo": "model", "read_checkpoint_info": "model",
-    "RELEASES": "weights", "Release": "weights", "file_sha256": "weights", "resolve_weights": "weights",
-}
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(f"stam_core.{_LAZY[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'stam_core' has no attribute {name!r}")
-
-
 from stam_core.video import Clip, ClipInfo, probe_video, read_clip
+from stam_core.weights import RELEASES, Release, file_sha256, resolve_weights
 
 __all__ = [
     "KINETICS400_CLASSES",
@@ -66,15 +52,6 @@ __all__ = [
     "ClipInfo",
     "probe_video",
     "read_clip",
-    "STAM",
-    "STAMConfig",
-    "MODEL_CONFIGS",
-    "create_model",
-    "load_model",
-    "save_checkpoint",
-    "CheckpointInfo",
-    "read_checkpoint_info",
-    "clips_to_tensor",
     "RELEASES",
     "Release",
     "resolve_weights",

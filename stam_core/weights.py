@@ -2,11 +2,12 @@
 
 `resolve_weights` turns a release name, a local path, an http(s) URL or an s3:// URL into a
 local file. Downloads land in the cache directory (``$STAM_CACHE``, else
-``$XDG_CACHE_HOME/stam``, else ``~/.cache/stam``) once, written to a temporary file in the
-same directory and renamed into place only when complete (and matching the sha256 pin, when
-one is given), so an interrupted download never leaves a file that looks finished.
+``$XDG_CACHE_HOME/stam``, else ``~/.cache/stam``) once, written with
+``stam_core.storage.atomic_output``: published only when complete (and matching the sha256
+pin, when one is given), so an interrupted download never leaves a file that looks finished.
 
-Reading the checkpoint itself (torch.load, key mapping) is in `stam_core.model`.
+Reading the checkpoint itself (torch.load, key mapping) is in ``stam_core.model``. Must not
+import torch: ``stam_core`` re-exports this module's names.
 """
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ import http.client
 import logging
 import os
 import re
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -24,7 +24,7 @@ from typing import BinaryIO, Optional, Union
 from urllib.parse import urlparse
 
 from stam_core.errors import CheckpointError
-from stam_core.storage import s3_filesystem
+from stam_core.storage import atomic_output, s3_filesystem
 
 log = logging.getLogger(__name__)
 
@@ -143,22 +143,11 @@ def _cached_download(url: str, pin: Optional[str]) -> tuple[Path, bool]:
         # A cached file that no longer matches its pin is reported by the caller, not replaced.
         log.info("weights %s: using cached %s", redact_url(url), target)
         return target, False
-    target.parent.mkdir(parents=True, exist_ok=True)
     log.info("weights %s: downloading to %s", redact_url(url), target)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            digest = _download(url, out)
-            out.flush()
-            os.fsync(out.fileno())  # the rename must not publish a file whose data is still in flight
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shared cache must be readable by its other users
-        if pin is not None and digest != pin:
+    with atomic_output(target) as out:  # 0644: a shared cache must be readable by its other users
+        digest = _download(url, out)
+        if pin is not None and digest != pin:  # raised inside: a bad download is never published
             raise CheckpointError(f"{redact_url(url)}: sha256 mismatch: expected {pin}, downloaded file has {digest}")
-        os.replace(tmp, target)
-    finally:
-        # Runs on success too, where the temporary name no longer exists.
-        tmp.unlink(missing_ok=True)
     log.info("weights %s: cached as %s (sha256 %s)", redact_url(url), target, digest)
     return target, pin is not None
 

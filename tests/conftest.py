@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 
 TESTS = Path(__file__).parent
-sys.path.insert(0, str(TESTS))  # tests import their helpers (videogen) as top-level modules
+sys.path.insert(0, str(TESTS))  # tests import their helpers (conftest, support/) as top-level modules
 VENV_BIN = Path(sys.executable).parent
 RAY_HEAD: dict = {}  # the session head's temp dir (its logs), for tests that read them
 
 
 @pytest.fixture(scope="session")
 def local_s3():
-    from jobs.demo_s3 import LocalS3
+    from jobs.tools.demo_s3 import LocalS3
 
     with LocalS3() as s3:
         yield s3
@@ -74,11 +74,11 @@ def tiny_weights(tmp_path_factory) -> Path:
     """An official-format checkpoint of the small test configuration (8 frames)."""
     import torch
 
-    import stam_core
+    import stam_core.model
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("weights") / "stam_tiny.pth"
-    stam_core.save_checkpoint(stam_core.create_model("stam_tiny"), path)
+    stam_core.model.save_checkpoint(stam_core.model.create_model("stam_tiny"), path)
     return path
 
 

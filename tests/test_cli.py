@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from jobs import cli, logs
+from jobs import logs
 from jobs.cli import main
+from jobs.cli import options as cli_options
+from jobs.cli import run as cli_run
 from jobs.errors import JobError, JobFailed, JobInterrupted
 from jobs.progress import Progress, format_duration
 from jobs.storage import StorageError
@@ -66,7 +68,7 @@ def fake_job(monkeypatch):
             raise result
         return result
 
-    monkeypatch.setattr(jobs.pipeline, "JobConfig", fake_config)
+    monkeypatch.setattr(cli_run, "JobConfig", fake_config)
     monkeypatch.setattr(jobs.pipeline, "run_job", fake_run_job)
     return calls
 
@@ -99,7 +101,7 @@ def test_not_verbose_by_default(fake_job):
 
 
 def test_every_subcommand_takes_verbose():
-    from jobs.export import export_command
+    from jobs.cli.export import export_command
 
     for name in ("run", "demo", "evaluate", "export", "inspect"):
         result = invoke(name, "--help")
@@ -177,7 +179,7 @@ def test_all_failed_exits_1_whatever_the_max_error_rate(fake_job):
 
 
 def test_evaluate_exit_codes(tmp_path):
-    from jobs.evaluate import evaluate_command
+    from jobs.cli.evaluate import evaluate_command
 
     unknown = tmp_path / "unknown.csv"
     unknown.write_text("video_uri,label\na.mp4,flying a spaceship\n")
@@ -226,16 +228,17 @@ def test_config_file_errors_exit_2(fake_job, tmp_path):
 
 
 def test_config_file_for_evaluate(monkeypatch, tmp_path):
-    import jobs.evaluate
+    import jobs.cli.evaluate
+    import jobs.tools.evaluate
 
     seen = {}
 
     def fake_evaluate(manifest, opts, video_root=None, output_uri=None):
         seen.update(opts, manifest=manifest, video_root=video_root)
-        return jobs.evaluate.Evaluation(count=1, evaluated=1, top1=100.0, top5=100.0, top1_all=100.0,
+        return jobs.tools.evaluate.Evaluation(count=1, evaluated=1, top1=100.0, top5=100.0, top1_all=100.0,
                                         top5_all=100.0, mean_class_accuracy=100.0)
 
-    monkeypatch.setattr(jobs.evaluate, "evaluate", fake_evaluate)
+    monkeypatch.setattr(jobs.cli.evaluate, "evaluate", fake_evaluate)
     config = tmp_path / "eval.yaml"
     config.write_text("weights: stam_8\nbatch_size: 64\nvideo_root: s3://k400/val\ndecode_workers: 3\n")
     result = invoke("evaluate", "m.csv", "--config", config)
@@ -252,7 +255,7 @@ def test_config_file_for_evaluate(monkeypatch, tmp_path):
 def test_evaluate_shares_runs_option_definitions():
     import click
 
-    from jobs.evaluate import evaluate_command
+    from jobs.cli.evaluate import evaluate_command
 
     run = {p.name: p for p in main.commands["run"].params if isinstance(p, click.Option)}
     shared = [p for p in evaluate_command.params if p.name in run and p.name not in ("verbose", "help")]
@@ -264,20 +267,20 @@ def test_evaluate_shares_runs_option_definitions():
             assert (param.help, param.default) == (ours.help, ours.default), param.name
     decode = next(p for p in evaluate_command.params if p.name == "decode_workers")
     assert decode.help.startswith("CPU cores to decode on, at most") and "two decode tasks" in decode.help
-    assert "shared by `run` and `demo`" not in (cli.run_options.__doc__ or "")
+    assert "shared by `run` and `demo`" not in (cli_options.run_options.__doc__ or "")
 
 
 def test_every_run_option_is_a_jobconfig_field_with_its_default():
     import click
 
-    from jobs.pipeline import JobConfig
+    from jobs.config import JobConfig
 
     fields = {f.name: f.default for f in dataclasses.fields(JobConfig)}
-    assert set(cli.RUN_OPTIONS) <= set(fields), set(cli.RUN_OPTIONS) - set(fields)
+    assert set(cli_options.RUN_OPTIONS) <= set(fields), set(cli_options.RUN_OPTIONS) - set(fields)
     run = main.commands["run"]
     ctx = run.make_context("run", ["in", "out"])
-    config = cli._config(**ctx.params)  # the real JobConfig, from the command line's defaults
-    assert config == JobConfig("in", "out", **{k: fields[k] for k in cli.RUN_OPTIONS if k != "address"},
+    config = cli_run.job_config(**ctx.params)  # the real JobConfig, from the command line's defaults
+    assert config == JobConfig("in", "out", **{k: fields[k] for k in cli_options.RUN_OPTIONS if k != "address"},
                                address=config.address)  # RAY_ADDRESS may be set
     assert isinstance(run.params[0], click.Argument)
 
@@ -293,7 +296,7 @@ def test_demo_without_moto_says_what_to_install(monkeypatch):
 
 
 def test_moto_is_imported_only_by_the_demo():
-    code = ("import sys, jobs.cli, jobs.demo, jobs.demo_s3, jobs.evaluate; "
+    code = ("import sys, jobs.cli, jobs.cli.demo, jobs.cli.evaluate, jobs.tools.demo, jobs.tools.demo_s3; "
             "loaded = sorted(m for m in sys.modules if m == 'moto' or m.startswith('moto.')); "
             "sys.exit(str(loaded) if loaded else 0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)

@@ -10,27 +10,19 @@ import av
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # videogen, also when run without conftest.py
+sys.path.insert(0, str(Path(__file__).parent))  # support/, also when run without conftest.py
 
 import stam_core  # noqa: E402
-from stam_core.frames import _display_matrix, _Orient, to_model_input  # noqa: E402
-from videogen import DEFAULT_SUFFIX, _Scene, decode_index, draw_index, make_video, official_transform  # noqa: E402
+from jobs.tools.samples import DEFAULT_SUFFIX  # noqa: E402
+from stam_core.video.frames import Orientation, display_matrix, to_model_input  # noqa: E402
+from support.videogen import VideoCache, decode_index, make_video, official_transform  # noqa: E402
 
 FRAMES = 16
 
 
 @pytest.fixture(scope="module")
-def videos(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("cost")
-    cache: dict[str, Path] = {}
-
-    def make(name: str, **kwargs) -> Path:
-        if name not in cache:
-            cache[name] = make_video(folder / name, **kwargs)
-        return cache[name]
-
-    make.folder = folder
-    return make
+def videos(tmp_path_factory) -> VideoCache:
+    return VideoCache(tmp_path_factory.mktemp("cost"))
 
 
 def every_frame(path: Path, skip_frame: str = "DEFAULT") -> list:
@@ -43,7 +35,7 @@ def every_frame(path: Path, skip_frame: str = "DEFAULT") -> list:
 
 def model_inputs(frames: list) -> list[np.ndarray]:
     """The exact transform of each frame, from a full decode: RGB, display orientation, PIL resize + crop."""
-    orient = _Orient(_display_matrix(frames[0]))
+    orient = Orientation(display_matrix(frames[0]))
     return [to_model_input(orient(frame.to_ndarray(format="rgb24"))) for frame in frames]
 
 
@@ -56,21 +48,9 @@ def assert_bit_exact(clip: stam_core.Clip, path: Path) -> None:
 def make_long_b_runs(path: Path, container_suffix_frames: int = 240, fps: int = 24) -> Path:
     """H.264 whose B-frames are all non-reference and come 12 in a row (no pyramid): most
     middle halves (7.5 frames at 16 samples of 10 s) hold no reference frame at all."""
-    scene = _Scene(320, 240, fps, 0, 3)
     n = container_suffix_frames
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps, options={
-            "preset": "veryfast", "threads": "1",
-            "x264-params": f"keyint={n}:min-keyint={n}:scenecut=0:bframes=12:b-adapt=0:b-pyramid=none"})
-        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
-        for i in range(n):
-            img = scene.frame(i)
-            draw_index(img, i)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    return make_video(path, num_frames=n, fps=fps, grain=3, options={
+        "x264-params": f"keyint={n}:min-keyint={n}:scenecut=0:bframes=12:b-adapt=0:b-pyramid=none"})
 
 
 # ---- reference frames: bit-exact with a full decode -----------------------------------------

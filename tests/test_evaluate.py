@@ -15,8 +15,9 @@ import torch
 from click.testing import CliRunner
 
 import stam_core
-from jobs.demo import make_sample_video
-from jobs.evaluate import EvaluationError, evaluate, evaluate_command, read_manifest
+from jobs.cli.evaluate import evaluate_command
+from jobs.tools.evaluate import EvaluationError, evaluate, read_manifest
+from jobs.tools.samples import make_sample_video
 
 FAVOURED, SECOND, OTHER = "juggling balls", "playing guitar", "zumba"
 

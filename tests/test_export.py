@@ -12,11 +12,12 @@ import pytest
 from conftest import job_config as _config
 from click.testing import CliRunner
 
-from jobs.demo import make_sample_video
-from jobs.export import ExportError, export_command, export_labels
+from jobs.cli.export import export_command
 from jobs.pipeline import run_job
 from jobs.storage import s3_filesystem
 from jobs.table import LabelTable
+from jobs.tools.export import ExportError, export_labels
+from jobs.tools.samples import make_sample_video
 
 FLAT = ["video_uri", "label", "score", "labels", "scores", "status", "error"]
 WINDOWED = ["video_uri", "segment_index", "segment_start_s", "segment_end_s"] + FLAT[1:]

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-import stam_core
+import stam_core.model
 from conftest import VENV_BIN, wait_for
-from jobs.demo import make_sample_video
 from jobs.table import LabelTable
+from jobs.tools.samples import make_sample_video
 from support.faultproxy import FaultProxy
 
 FIRST_COMMIT = "_delta_log/00000000000000000001.json"  # version 0 is the table's creation
@@ -113,8 +113,8 @@ def slower_weights(tmp_path_factory) -> Path:
     import torch
 
     torch.manual_seed(0)
-    return stam_core.save_checkpoint(stam_core.create_model("stam_tiny", num_frames=64, embed_dim=192, depth=4),
-                                     tmp_path_factory.mktemp("weights") / "slower64.pth")
+    model = stam_core.model.create_model("stam_tiny", num_frames=64, embed_dim=192, depth=4)
+    return stam_core.model.save_checkpoint(model, tmp_path_factory.mktemp("weights") / "slower64.pth")
 
 
 def slow_args(weights: Path, ray_head: str) -> list[str]:

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-import stam_core
+import stam_core.model
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -136,7 +136,7 @@ def test_stam16_bf16_agrees_with_fp32_on_cuda(parity, tmp_path):
     ref, expected, clips = parity
     path = tmp_path / "stam16_seed0.pth"
     torch.save({"model": ref.state_dict(expected["frames"], expected["seed"])}, path)
-    model = stam_core.load_model(path, device="cuda", precision="fp32")
+    model = stam_core.model.load_model(path, device="cuda", precision="fp32")
     official = torch.tensor(expected["logits"])
     clips = clips.to("cuda")
     fp32 = model(clips)
@@ -154,28 +154,28 @@ def test_stam16_bf16_agrees_with_fp32_on_cuda(parity, tmp_path):
 @pytest.mark.cuda
 @needs_cuda
 def test_load_model_on_cuda_and_clips_to_tensor(tiny_weights):
-    model = stam_core.load_model(tiny_weights, device="cuda")
+    model = stam_core.model.load_model(tiny_weights, device="cuda")
     assert model.device.type == "cuda"
     assert model.precision == ("bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16")
     frames = np.random.default_rng(0).integers(0, 256, (3, model.num_frames, 224, 224, 3), dtype=np.uint8)
-    clips = stam_core.clips_to_tensor(frames, "cuda")
+    clips = stam_core.model.clips_to_tensor(frames, "cuda")
     assert clips.device.type == "cuda" and clips.dtype == torch.float32
     assert clips.shape == (3, model.num_frames, 3, 224, 224)
-    assert torch.equal(clips.cpu(), stam_core.clips_to_tensor(frames, "cpu"))
+    assert torch.equal(clips.cpu(), stam_core.model.clips_to_tensor(frames, "cpu"))
     logits = model(clips)
     assert logits.shape == (3, 400) and logits.dtype == torch.float32 and logits.device.type == "cuda"
-    on_cpu = stam_core.load_model(tiny_weights, device="cpu", precision="fp32")
-    assert rel_err(logits, on_cpu(stam_core.clips_to_tensor(frames, "cpu"))) <= 0.03
+    on_cpu = stam_core.model.load_model(tiny_weights, device="cpu", precision="fp32")
+    assert rel_err(logits, on_cpu(stam_core.model.clips_to_tensor(frames, "cpu"))) <= 0.03
 
 
 @pytest.mark.cuda
 @needs_cuda
 def test_stam16_batch_of_64_on_cuda(tmp_path):
     torch.manual_seed(0)
-    path = stam_core.save_checkpoint(stam_core.create_model("stam_16"), tmp_path / "stam_16.pth")
-    model = stam_core.load_model(path, device="cuda", precision="bf16")
+    path = stam_core.model.save_checkpoint(stam_core.model.create_model("stam_16"), tmp_path / "stam_16.pth")
+    model = stam_core.model.load_model(path, device="cuda", precision="bf16")
     frames = np.random.default_rng(0).integers(0, 256, (64, 16, 224, 224, 3), dtype=np.uint8)
-    logits = model(stam_core.clips_to_tensor(frames, "cuda"))
+    logits = model(stam_core.model.clips_to_tensor(frames, "cuda"))
     torch.cuda.synchronize()
     assert logits.shape == (64, 400) and logits.dtype == torch.float32
     assert torch.isfinite(logits).all()

@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 
 from conftest import VENV_BIN
-from jobs.demo import make_sample_video
 from jobs.table import LabelTable
+from jobs.tools.samples import make_sample_video
 from test_hostile_video import make_flat, overwrite
-from videogen import make_video
+from support.videogen import make_video
 
 
 def stam(*args, env=None) -> subprocess.CompletedProcess:

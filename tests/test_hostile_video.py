@@ -1,6 +1,6 @@
 """Hostile and odd input for stam_core.read_clip / probe_video: pictures too large for the
 limit, running out of memory, still images posing as videos, damaged streams, and local
-file names that are not UTF-8. Videos are generated here or with tests/videogen.py."""
+file names that are not UTF-8. Videos are generated here or with tests/support/videogen.py."""
 from __future__ import annotations
 
 import os
@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))  # videogen, also when run without conftest.py
+sys.path.insert(0, str(Path(__file__).parent))  # support/, also when run without conftest.py
 
 import stam_core  # noqa: E402
-from stam_core import decode_worker  # noqa: E402
-from stam_core.decode_worker import decode_memory_limit  # noqa: E402
+from jobs.tools.samples import write_video  # noqa: E402
+from stam_core.video import decode_worker  # noqa: E402
+from stam_core.video.decode_worker import decode_memory_limit  # noqa: E402
 from support import decode_faults  # noqa: E402
-from videogen import decode_index, make_video  # noqa: E402
+from support.videogen import decode_index, draw_index, make_video  # noqa: E402
 
 FRAMES = 16
 # Enough for the worker itself (about 65 MB of data at rest) and opening a file, far too
@@ -33,39 +34,28 @@ def assert_exact(clip: stam_core.Clip, fps: float) -> None:
 
 def make_flat(path: Path, width: int, height: int, num_frames: int = 4) -> Path:
     """A few identical flat frames with libx264: an 8192x8192 file of about 200 KB."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=24, options={"preset": "ultrafast", "crf": "35",
-                                                                   "threads": "1"})
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        frame = av.VideoFrame(width, height, "yuv420p")
-        for plane, value in zip(frame.planes, (80, 128, 128)):
-            np.frombuffer(plane, np.uint8)[:] = value
+    frame = av.VideoFrame(width, height, "yuv420p")  # built as YUV: no 8192x8192 RGB picture in memory
+    for plane, value in zip(frame.planes, (80, 128, 128)):
+        np.frombuffer(plane, np.uint8)[:] = value
+
+    def frames():
         for i in range(num_frames):
-            frame.pts = i
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+            frame.pts = i  # the same frame each time: the encoder would number it once only
+            yield frame
+
+    return write_video(path, frames(), size=(width, height), fps=24,
+                       options={"preset": "ultrafast", "crf": "35", "threads": "1"})
 
 
 def make_mjpeg(path: Path, num_frames: int) -> Path:
     """An MJPEG video (what webcams and old cameras write), frames carrying their index."""
-    from videogen import draw_index
-
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mjpeg", rate=24)
-        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuvj420p"
+    def frames():
         for i in range(num_frames):
             img = np.full((240, 320, 3), 128, np.uint8)
             draw_index(img, i)
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuvj420p")
-            frame.pts = i
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+            yield img
+
+    return write_video(path, frames(), size=(320, 240), fps=24, codec="mjpeg", pix_fmt="yuvj420p")
 
 
 def overwrite(src: Path, dst: Path, lo: float, hi: float, seed: int = 0) -> Path:
@@ -118,13 +108,13 @@ def test_max_pixels_is_the_callers(huge, folder):
 def test_over_the_memory_limit_is_out_of_memory(huge, folder):
     small = make_video(folder / "small.mp4", num_frames=24)
     stam_core.read_clip(small, FRAMES, timeout=30)
-    pid = decode_worker._worker.proc.pid
+    pid = decode_worker.worker_pid()
     with pytest.raises(stam_core.VideoOutOfMemoryError) as caught:
         stam_core.read_clip(huge, FRAMES, timeout=30, max_pixels=None, memory_limit=SMALL_MEMORY)
     assert caught.value.kind == "out_of_memory" and caught.value.source == str(huge)
     # The worker is replaced (its heap may be left large); the next call works as usual.
     assert_exact(stam_core.read_clip(small, FRAMES, timeout=30), fps=24)
-    assert decode_worker._worker.proc.pid != pid
+    assert decode_worker.worker_pid() != pid
     # Without a memory limit the same file decodes.
     clip = stam_core.read_clip(huge, 4, timeout=60, max_pixels=None)
     assert (clip.info.width, clip.info.height) == (8192, 8192) and clip.warnings == []
@@ -145,7 +135,7 @@ def test_decode_memory_limit():
 
 
 def test_every_form_of_running_out_of_memory_is_out_of_memory(folder, monkeypatch):
-    from stam_core import reading
+    from stam_core.video import reading
 
     path = make_video(folder / "small.mp4", num_frames=24)
     name = str(path)

@@ -12,32 +12,18 @@ import numpy as np
 import pyarrow.dataset as pads
 import pytest
 
-import stam_core
+import stam_core.model
 from conftest import VENV_BIN, wait_for
 from conftest import job_config as config
-from jobs.demo import make_sample_video
 from jobs.pipeline import run_job
 from jobs.schema import output_schema
 from jobs.table import LabelTable
+from jobs.tools.samples import make_sample_video
+from support.videogen import make_audio_only
 
 GOOD = ("a.mp4", "b.mp4", "sub/c.mp4")
 BAD = {"empty.mp4": "format_error", "truncated.mp4": "format_error", "notes.mp4": "format_error",
        "audio_only.mp4": "format_error"}
-
-
-def make_audio_only(path: Path) -> Path:
-    import av
-
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("aac", rate=16000)
-        samples = (np.sin(np.linspace(0, 400, 16000)) * 0.3).astype(np.float32)[None]
-        frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
-        frame.sample_rate = 16000
-        for packet in stream.encode(frame):
-            container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -166,8 +152,8 @@ def test_killed_run_resumes_without_duplicates(tmp_path, ray_head):
     import torch
 
     torch.manual_seed(0)
-    weights = stam_core.save_checkpoint(stam_core.create_model("stam_tiny", patch_size=16, embed_dim=192, depth=8),
-                                        tmp_path / "slower.pth")
+    model = stam_core.model.create_model("stam_tiny", patch_size=16, embed_dim=192, depth=8)
+    weights = stam_core.model.save_checkpoint(model, tmp_path / "slower.pth")
     args = ["run", str(videos), str(out), "--weights", str(weights), "--address", ray_head,
             "--batch-size", "1", "--commit-every", "1", "--decode-workers", "1", "--model-threads", "1"]
     proc = cli(*args, start_new_session=True)
@@ -321,7 +307,8 @@ def test_custom_class_list(video_dir, tmp_path, ray_head):
     from jobs.pipeline import JobError
 
     torch.manual_seed(1)
-    weights = stam_core.save_checkpoint(stam_core.create_model("stam_tiny", num_classes=3), tmp_path / "three.pth")
+    weights = stam_core.model.save_checkpoint(stam_core.model.create_model("stam_tiny", num_classes=3),
+                                              tmp_path / "three.pth")
     labels = tmp_path / "labels.txt"
     labels.write_text("pouring\nstirring\nwhisking\n")
     summary = run_job(config(weights, video_dir / "sub", tmp_path / "out", ray_head, labels_file=str(labels)))
@@ -340,11 +327,11 @@ def test_decoding_runs_below_the_model_priority(tmp_path):
     code = (
         "import os, sys\n"
         "from jobs.stages.decode import DECODE_NICENESS, lower_priority\n"
-        "from stam_core import decode_worker, read_clip\n"
+        "from stam_core.video import decode_worker, read_clip\n"
         "lower_priority(); lower_priority()\n"
         "read_clip(sys.argv[1], 4, timeout=60)\n"
         "print(DECODE_NICENESS, os.getpriority(os.PRIO_PROCESS, 0),"
-        " os.getpriority(os.PRIO_PROCESS, decode_worker._worker.proc.pid))\n"
+        " os.getpriority(os.PRIO_PROCESS, decode_worker.worker_pid()))\n"
     )
     out = subprocess.run([str(VENV_BIN / "python"), "-c", code, str(video)], cwd=Path(__file__).parents[1],
                          capture_output=True, text=True, timeout=120)

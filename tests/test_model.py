@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 import torch
 
-import stam_core
+import stam_core.model
 from stam_core import CheckpointError
 from stam_core import model as model_mod
+from stam_core.model import precision
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -55,7 +56,7 @@ def stam16(ref, expected, tmp_path_factory):
     state = ref.state_dict(expected.frames, expected.seed)
     path = tmp_path_factory.mktemp("stam16") / "stam16_seed0.pth"
     torch.save({"model": state}, path)
-    model = stam_core.load_model(path, precision="fp32")
+    model = stam_core.model.load_model(path, precision="fp32")
     clips = torch.from_numpy(ref.clip(expected.frames, expected.seed, expected.batch))
     clips = clips.reshape(expected.batch, expected.frames, 3, 224, 224)  # official order: frame b*T + t
     return SimpleNamespace(path=path, state=state, model=model, clips=clips,
@@ -65,14 +66,14 @@ def stam16(ref, expected, tmp_path_factory):
 @pytest.fixture()
 def tiny_model():
     torch.manual_seed(0)
-    return stam_core.create_model("stam_tiny")
+    return stam_core.model.create_model("stam_tiny")
 
 
 def tiny_clips(batch: int = 2, seed: int = 0) -> torch.Tensor:
     return torch.rand(batch, 8, 3, 224, 224, generator=torch.Generator().manual_seed(seed))
 
 
-def official_state(model: stam_core.STAM) -> dict[str, torch.Tensor]:
+def official_state(model: stam_core.model.STAM) -> dict[str, torch.Tensor]:
     return {model_mod.module_to_official(k): v.clone() for k, v in model.state_dict().items()}
 
 
@@ -119,7 +120,7 @@ def test_loaded_model_attributes(stam16):
     model = stam16.model
     assert not model.training
     assert (model.num_frames, model.num_classes, model.embed_dim) == (16, 400, 768)
-    assert model.config == stam_core.MODEL_CONFIGS["stam_16"]
+    assert model.config == stam_core.model.MODEL_CONFIGS["stam_16"]
     assert model.device == torch.device("cpu")
     assert model.precision == "fp32"
     assert model.weights_sha256 == stam_core.file_sha256(stam16.path)
@@ -142,10 +143,10 @@ def test_every_variant_loads(stam16, ref, frames, tmp_path):
     assert {k: list(v.shape) for k, v in state.items()} == ref.official_shapes(frames)
     path = tmp_path / f"stam_{frames}.pth"
     torch.save({"model": state}, path)
-    model = stam_core.load_model(path, precision="fp32")
+    model = stam_core.model.load_model(path, precision="fp32")
     path.unlink()  # 350 MB each
     assert model.num_frames == frames
-    assert model.config == stam_core.MODEL_CONFIGS[f"stam_{frames}"]
+    assert model.config == stam_core.model.MODEL_CONFIGS[f"stam_{frames}"]
     assert torch.equal(model.temporal.pos_embed, state["aggregate.pos_embed"])
     if frames == 8:
         logits = model(torch.rand(1, 8, 3, 224, 224))
@@ -157,18 +158,18 @@ def test_every_variant_loads(stam16, ref, frames, tmp_path):
 # --- the small configuration, precision, inputs -----------------------------------------
 
 def test_create_model_names_and_overrides():
-    for name, config in stam_core.MODEL_CONFIGS.items():
+    for name, config in stam_core.model.MODEL_CONFIGS.items():
         assert config.num_frames == {"stam_8": 8, "stam_16": 16, "stam_32": 32, "stam_64": 64, "stam_tiny": 8}[name]
-    tiny = stam_core.create_model("stam_tiny", num_classes=7)
+    tiny = stam_core.model.create_model("stam_tiny", num_classes=7)
     assert tiny.num_classes == 7 and tiny.num_frames == 8 and not tiny.training
     assert tiny.weights_sha256 is None and tiny.weights_source is None and tiny.precision == "fp32"
-    assert stam_core.create_model(stam_core.STAMConfig(num_frames=4, patch_size=32, embed_dim=64, depth=1,
-                                                       num_heads=2, temporal_layers=1, temporal_heads=2,
-                                                       temporal_ff=32)).num_frames == 4
+    config = stam_core.model.STAMConfig(num_frames=4, patch_size=32, embed_dim=64, depth=1, num_heads=2,
+                                        temporal_layers=1, temporal_heads=2, temporal_ff=32)
+    assert stam_core.model.create_model(config).num_frames == 4
     with pytest.raises(ValueError, match="stam_16"):
-        stam_core.create_model("stam_17")
+        stam_core.model.create_model("stam_17")
     with pytest.raises(ValueError, match="divisible"):
-        stam_core.STAMConfig(num_frames=8, embed_dim=100, num_heads=3)
+        stam_core.model.STAMConfig(num_frames=8, embed_dim=100, num_heads=3)
 
 
 def test_tiny_forward_shapes(tiny_model):
@@ -212,11 +213,11 @@ def test_low_precision_is_close_to_fp32_and_returns_float32(tiny_model, precisio
 
 def test_auto_precision_policy(monkeypatch, caplog, tiny_model):
     cpu = torch.device("cpu")
-    monkeypatch.setattr(model_mod, "cpu_bf16_features", lambda: ("avx512_bf16",))
-    assert model_mod._resolve_precision("auto", cpu)[0] == "bf16"
-    monkeypatch.setattr(model_mod, "cpu_bf16_features", lambda: ())
-    assert model_mod._resolve_precision("auto", cpu)[0] == "fp32"
-    assert model_mod._resolve_precision("bf16", cpu)[0] == "bf16"  # an explicit choice is honoured
+    monkeypatch.setattr(precision, "cpu_bf16_features", lambda: ("avx512_bf16",))
+    assert precision.resolve_precision("auto", cpu)[0] == "bf16"
+    monkeypatch.setattr(precision, "cpu_bf16_features", lambda: ())
+    assert precision.resolve_precision("auto", cpu)[0] == "fp32"
+    assert precision.resolve_precision("bf16", cpu)[0] == "bf16"  # an explicit choice is honoured
     with caplog.at_level(logging.INFO, logger="stam_core.model"):
         assert tiny_model.set_precision("auto") == "fp32"
     assert "fp32" in caplog.text and "auto" in caplog.text
@@ -259,59 +260,59 @@ def test_forward_runs_in_inference_mode(tiny_model):
 
 def test_clips_to_tensor_matches_to_tensor():
     frames = np.random.default_rng(0).integers(0, 256, (2, 3, 5, 7, 3), dtype=np.uint8)
-    clips = stam_core.clips_to_tensor(frames, "cpu")
+    clips = stam_core.model.clips_to_tensor(frames, "cpu")
     assert clips.shape == (2, 3, 3, 5, 7) and clips.dtype == torch.float32 and clips.is_contiguous()
     expected = torch.from_numpy(frames).permute(0, 1, 4, 2, 3).float() / 255  # torchvision ToTensor
     assert torch.equal(clips, expected)
     assert clips.min() >= 0 and clips.max() <= 1
     # A non-contiguous view (e.g. a slice of the decoder's buffer) works too.
-    assert torch.equal(stam_core.clips_to_tensor(frames[:, ::2], "cpu"), expected[:, ::2])
+    assert torch.equal(stam_core.model.clips_to_tensor(frames[:, ::2], "cpu"), expected[:, ::2])
     for bad in (frames.astype(np.float32), frames[0], frames[..., :1], torch.from_numpy(frames)):
         with pytest.raises(ValueError, match=r"uint8 array \[B, T, H, W, 3\]"):
-            stam_core.clips_to_tensor(bad, "cpu")
+            stam_core.model.clips_to_tensor(bad, "cpu")
 
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_clips_to_tensor_on_cuda():
     frames = np.random.default_rng(0).integers(0, 256, (2, 8, 224, 224, 3), dtype=np.uint8)
-    clips = stam_core.clips_to_tensor(frames, "cuda")
+    clips = stam_core.model.clips_to_tensor(frames, "cuda")
     assert clips.device.type == "cuda" and clips.dtype == torch.float32
-    assert torch.equal(clips.cpu(), stam_core.clips_to_tensor(frames, "cpu"))
+    assert torch.equal(clips.cpu(), stam_core.model.clips_to_tensor(frames, "cpu"))
 
 
 def test_end_to_end_from_uint8_frames(tiny_weights):
-    model = stam_core.load_model(tiny_weights, precision="fp32")
+    model = stam_core.model.load_model(tiny_weights, precision="fp32")
     frames = np.random.default_rng(0).integers(0, 256, (3, model.num_frames, 224, 224, 3), dtype=np.uint8)
-    logits = model(stam_core.clips_to_tensor(frames, model.device))
+    logits = model(stam_core.model.clips_to_tensor(frames, model.device))
     assert logits.shape == (3, 400)
 
 
 # --- checkpoints ------------------------------------------------------------------------
 
 def test_save_and_load_round_trip(tiny_model, tmp_path):
-    path = stam_core.save_checkpoint(tiny_model, tmp_path / "tiny.pth")
+    path = stam_core.model.save_checkpoint(tiny_model, tmp_path / "tiny.pth")
     saved = torch.load(path, weights_only=True)
     assert set(saved) == {"model", "config", "name"}
     assert saved["config"] == dataclasses.asdict(tiny_model.config)
     assert saved["name"] == getattr(tiny_model, "name", None)  # provenance: the run's `model` column
-    info = stam_core.read_checkpoint_info(path)  # the driver's view: no model is built
+    info = stam_core.model.read_checkpoint_info(path)  # the driver's view: no model is built
     assert (info.num_frames, info.num_classes, info.embed_dim) == (tiny_model.num_frames, 400, tiny_model.embed_dim)
     assert info.weights_sha256 == stam_core.file_sha256(path)
     assert "aggregate.transformer_enc.layers.1.linear1.weight" in saved["model"]  # official names
-    loaded = stam_core.load_model(path, precision="fp32")
+    loaded = stam_core.model.load_model(path, precision="fp32")
     assert loaded.config == tiny_model.config
     clips = tiny_clips(2)
     assert torch.equal(loaded(clips), tiny_model(clips))
     assert loaded.weights_sha256 == stam_core.file_sha256(path)
-    assert not list(tmp_path.glob("*.part"))
+    assert not list(tmp_path.glob(".tiny.pth.*"))  # atomic_output left no temporary file
 
 
 def test_load_model_sha256_pin(tiny_weights):
     digest = stam_core.file_sha256(tiny_weights)
-    assert stam_core.load_model(tiny_weights, sha256=digest.upper()).weights_sha256 == digest
+    assert stam_core.model.load_model(tiny_weights, sha256=digest.upper()).weights_sha256 == digest
     with pytest.raises(CheckpointError, match="sha256 mismatch") as info:
-        stam_core.load_model(tiny_weights, sha256="0" * 64)
+        stam_core.model.load_model(tiny_weights, sha256="0" * 64)
     assert str(tiny_weights) in str(info.value)
 
 
@@ -319,7 +320,7 @@ def test_module_prefix_is_stripped(tiny_model, tmp_path):
     state = {f"module.{k}": v for k, v in official_state(tiny_model).items()}
     path = tmp_path / "ddp.pth"
     torch.save({"model": state, "config": dataclasses.asdict(tiny_model.config)}, path)
-    loaded = stam_core.load_model(path, precision="fp32")
+    loaded = stam_core.model.load_model(path, precision="fp32")
     assert loaded.unexpected_keys == ()
     clips = tiny_clips(1)
     assert torch.equal(loaded(clips), tiny_model(clips))
@@ -329,9 +330,9 @@ def test_bare_state_dict_of_official_size_needs_no_config(stam16, tmp_path):
     # Heads are inferred for embed_dim 768; a bare state dict (no "model" wrapper) loads too.
     path = tmp_path / "bare.pth"
     torch.save(stam16.state, path)
-    model = stam_core.load_model(path, precision="fp32")
+    model = stam_core.model.load_model(path, precision="fp32")
     path.unlink()
-    assert model.config == stam_core.MODEL_CONFIGS["stam_16"]
+    assert model.config == stam_core.model.MODEL_CONFIGS["stam_16"]
 
 
 def test_missing_and_mis_shaped_keys_are_all_named(tiny_model, tmp_path):
@@ -343,7 +344,7 @@ def test_missing_and_mis_shaped_keys_are_all_named(tiny_model, tmp_path):
     path = tmp_path / "broken.pth"
     torch.save({"model": state, "config": dataclasses.asdict(tiny_model.config)}, path)
     with pytest.raises(CheckpointError) as info:
-        stam_core.load_model(path)
+        stam_core.model.load_model(path)
     message = str(info.value)
     assert str(path) in message
     for key in ("blocks.1.mlp.fc1.weight", "head.bias", "aggregate.transformer_enc.layers.0.norm2.bias",
@@ -357,7 +358,7 @@ def test_a_missing_layer_is_named(tiny_model, tmp_path):
     path = tmp_path / "gap.pth"
     torch.save({"model": state, "config": dataclasses.asdict(tiny_model.config)}, path)
     with pytest.raises(CheckpointError, match=r"missing keys \(12\).*blocks\.0\.attn\.qkv\.weight"):
-        stam_core.load_model(path)
+        stam_core.model.load_model(path)
 
 
 def test_unexpected_keys_are_reported(tiny_model, tmp_path, caplog):
@@ -367,7 +368,7 @@ def test_unexpected_keys_are_reported(tiny_model, tmp_path, caplog):
     path = tmp_path / "extra.pth"
     torch.save({"model": state, "config": dataclasses.asdict(tiny_model.config)}, path)
     with caplog.at_level(logging.WARNING, logger="stam_core.model"):
-        loaded = stam_core.load_model(path)
+        loaded = stam_core.model.load_model(path)
     assert sorted(loaded.unexpected_keys) == ["aggregate.extra_token", "pre_logits.fc.weight"]
     assert "pre_logits.fc.weight" in caplog.text and "aggregate.extra_token" in caplog.text
 
@@ -376,7 +377,7 @@ def test_non_official_size_without_config_is_refused(tiny_model, tmp_path):
     path = tmp_path / "noconfig.pth"
     torch.save({"model": official_state(tiny_model)}, path)
     with pytest.raises(CheckpointError, match="head counts"):
-        stam_core.load_model(path)
+        stam_core.model.load_model(path)
 
 
 def test_config_that_contradicts_the_weights_is_refused(tiny_model, tmp_path):
@@ -384,7 +385,7 @@ def test_config_that_contradicts_the_weights_is_refused(tiny_model, tmp_path):
     config = dict(dataclasses.asdict(tiny_model.config), num_frames=16)
     torch.save({"model": official_state(tiny_model), "config": config}, path)
     with pytest.raises(CheckpointError, match="num_frames=16 but the weights have 8"):
-        stam_core.load_model(path)
+        stam_core.model.load_model(path)
 
 
 def _write(path: Path, obj) -> Path:
@@ -411,13 +412,13 @@ def test_bad_files_raise_checkpoint_error_naming_the_file(make, tiny_weights, tm
     path = tmp_path / "bad.pth"
     make(path, tiny_weights)
     with pytest.raises(CheckpointError) as info:
-        stam_core.load_model(path)
+        stam_core.model.load_model(path)
     assert str(path) in str(info.value)
 
 
 def test_missing_file():
     with pytest.raises(CheckpointError, match="no such file"):
-        stam_core.load_model("/nonexistent/stam.pth")
+        stam_core.model.load_model("/nonexistent/stam.pth")
 
 
 class _Payload:
@@ -435,12 +436,12 @@ def test_pickled_objects_are_never_run(tmp_path):
     marker = tmp_path / "pwned"
     zipped = _write(tmp_path / "evil.pth", {"model": _Payload(str(marker))})
     with pytest.raises(CheckpointError, match="refused") as info:
-        stam_core.load_model(zipped)
+        stam_core.model.load_model(zipped)
     assert str(zipped) in str(info.value)
     plain = tmp_path / "evil.pkl"
     plain.write_bytes(pickle.dumps({"model": _Payload(str(marker))}))
     with pytest.raises(CheckpointError, match=str(plain)):
-        stam_core.load_model(plain)
+        stam_core.model.load_model(plain)
     assert not marker.exists()
     # The payload is real: a plain unpickle would have run it.
     pickle.loads(plain.read_bytes())

@@ -12,8 +12,8 @@ import pytest
 ray = pytest.importorskip("ray")  # the GPU check runs the tests on a machine without Ray
 from ray.cluster_utils import Cluster
 
-from jobs.demo import make_sample_video
 from jobs.pipeline import JobConfig, run_job
+from jobs.tools.samples import make_sample_video
 
 
 @pytest.fixture

@@ -13,9 +13,9 @@ import pytest
 
 from conftest import VENV_BIN
 from conftest import job_config as config
-from jobs.demo import make_sample_video
 from jobs.pipeline import run_job
 from jobs.table import LabelTable
+from jobs.tools.samples import make_sample_video
 
 # The README's snippets, one per reader; each prints the number of current rows.
 READERS = {

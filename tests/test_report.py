@@ -23,13 +23,14 @@ from conftest import job_config as _config
 from click.testing import CliRunner
 from PIL import Image
 
-from jobs.demo import make_sample_video
+from jobs.cli.inspect import inspect_command
 from jobs.pipeline import run_job
-from jobs.report import (BAR_COLOUR, CHART_DPI, SUMMARY_COLUMNS, THUMB, format_costs, inspect_command, label_figure,
-                         load, render_html, run_costs, video_href, write_html, write_plot)
 from jobs.schema import output_schema
 from jobs.segments import VIDEO_LEVEL
 from jobs.table import LabelTable
+from jobs.tools.report import (BAR_COLOUR, CHART_DPI, SUMMARY_COLUMNS, THUMB, format_costs, label_figure, load,
+                               render_html, run_costs, video_href, write_html, write_plot)
+from jobs.tools.samples import make_sample_video, write_video
 
 FRAMES = 8  # the tiny model samples 8 frames
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -126,21 +127,16 @@ def render_in_chromium(chromium: str, page: Path, fragment: str, profile: Path) 
 
 def make_magenta_video(path: Path, seconds: float = 1.0, fps: int = 8, size=(96, 64)) -> Path:
     """A clip that is magenta everywhere but a small moving white square: easy to find in a screenshot."""
-    import av
-
     width, height = size
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+
+    def frames():
         for i in range(int(seconds * fps)):
             img = np.empty((height, width, 3), np.uint8)
             img[:] = (255, 0, 255)
             img[4:12, 4 + 2 * i: 12 + 2 * i] = 255
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+            yield img
+
+    return write_video(path, frames(), size=size, fps=fps)
 
 
 @pytest.fixture(scope="module")

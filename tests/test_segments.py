@@ -29,17 +29,23 @@ def window_rows(uri, probs_list, statuses):
         {"video_uri": uri, "segment_index": i, "status": st, "error": None if st == "ok" else "bad",
          "error_kind": None if st == "ok" else "format_error", "duration_s": 30.0, "fps": 25.0, "width": 64,
          "height": 48, "codec": "h264", "decoder": "pyav", "labelled_at": at, "segment_start_s": 10.0 * i,
-         "segment_end_s": 10.0 * i + 10, "_num_segments": len(probs_list), "_probs": p}
+         "segment_end_s": 10.0 * i + 10, "num_segments": len(probs_list), "window_probs": p}
         for i, (p, st) in enumerate(zip(probs_list, statuses))])
+
+
+def feed(agg, batch):
+    """Window rows and their FACTS, as the committer passes them."""
+    facts = ["num_segments", "window_probs"]
+    return agg.add(batch.drop_columns(facts), batch.select(facts))
 
 
 def test_video_level_row_is_mean_of_window_probabilities():
     agg = VideoLevel(["a", "b", "c"], top_k=2)
     rows = window_rows("v", [[0.7, 0.2, 0.1], [0.1, 0.5, 0.4], None], ["ok", "ok", "error"])
-    assert agg.add(rows.slice(0, 2)) == []  # incomplete until every window arrived
-    *windows, video = agg.add(rows.slice(2, 1))  # the video's windows and its row, together
+    assert feed(agg, rows.slice(0, 2)) == []  # incomplete until every window arrived
+    *windows, video = feed(agg, rows.slice(2, 1))  # the video's windows and its row, together
     assert [w["segment_index"] for w in windows] == [0, 1, 2]
-    assert not any(k.startswith("_") for w in windows for k in w)
+    assert not any(k in ("num_segments", "window_probs") for w in windows for k in w)
     assert video["segment_index"] == VIDEO_LEVEL and video["status"] == "ok"
     assert video["labels"] == ["a", "b"] and video["scores"] == pytest.approx([0.4, 0.35])
     assert (video["segment_start_s"], video["segment_end_s"]) == (0.0, 30.0)
@@ -48,17 +54,17 @@ def test_video_level_row_is_mean_of_window_probabilities():
 def test_a_retried_window_counts_once():
     agg = VideoLevel(["a", "b"], top_k=1)
     rows = window_rows("v", [[0.9, 0.1], [0.2, 0.8]], ["ok", "ok"])
-    assert agg.add(rows.slice(0, 1)) == [] and agg.add(rows.slice(0, 1)) == []  # the same window twice
-    assert len(agg.add(rows.slice(1, 1))) == 3
+    assert feed(agg, rows.slice(0, 1)) == [] and feed(agg, rows.slice(0, 1)) == []  # the same window twice
+    assert len(feed(agg, rows.slice(1, 1))) == 3
 
 
 def test_all_failed_windows_make_an_error_and_missing_windows_make_the_video_incomplete():
     agg = VideoLevel(["a", "b"], top_k=1)
-    window, video = agg.add(window_rows("v", [None], ["error"]))
+    window, video = feed(agg, window_rows("v", [None], ["error"]))
     assert video["status"] == "error" and video["labels"] is None and video["error_kind"] == "format_error"
     # Window 1 of 3 never came back (its Ray task failed past retries): never an ok video row.
     rows = window_rows("w", [[0.9, 0.1], [0.9, 0.1], [0.9, 0.1]], ["ok", "ok", "ok"])
-    assert agg.add(rows.take([0, 2])) == []
+    assert feed(agg, rows.take([0, 2])) == []
     *windows, partial = agg.flush()
     assert [w["segment_index"] for w in windows] == [0, 2]
     assert partial["status"] == "error" and partial["error_kind"] == "incomplete" and partial["labels"] is None

@@ -1,5 +1,5 @@
 """stam_core.read_clip / probe_video: exact frames, the sampling rule, orientation, cost,
-bad input, the time limit, and every kind of source. Videos are generated (tests/videogen.py);
+bad input, the time limit, and every kind of source. Videos are generated (tests/support/videogen.py);
 their frames carry their own index, so each test checks the pixels, not just the metadata."""
 from __future__ import annotations
 
@@ -13,30 +13,23 @@ import av
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # videogen, also when run without conftest.py
+sys.path.insert(0, str(Path(__file__).parent))  # support/, also when run without conftest.py
 
 import stam_core  # noqa: E402
-from stam_core import decode_worker  # noqa: E402
+from jobs.tools.samples import DEFAULT_SUFFIX  # noqa: E402
+from stam_core.video import decode_worker  # noqa: E402
 from support import decode_faults  # noqa: E402
-from videogen import (  # noqa: E402
-    DEFAULT_SUFFIX, decode_index, make_bad_inputs, make_video, official_transform, vfr_timestamps,
+from support.videogen import (  # noqa: E402
+    VideoCache, decode_index, make_bad_inputs, make_video, official_transform, vfr_timestamps,
 )
 
 FRAMES = 16
 
 
 @pytest.fixture(scope="session")
-def videos(tmp_path_factory):
+def videos(tmp_path_factory) -> VideoCache:
     """make(name, **make_video kwargs) -> path, each video encoded once per session."""
-    folder = tmp_path_factory.mktemp("videos")
-    cache: dict[str, Path] = {}
-
-    def make(name: str, **kwargs) -> Path:
-        if name not in cache:
-            cache[name] = make_video(folder / name, **kwargs)
-        return cache[name]
-
-    return make
+    return VideoCache(tmp_path_factory.mktemp("videos"))
 
 
 @pytest.fixture(scope="session")
@@ -332,10 +325,10 @@ def _alive(pid: int) -> bool:
 def test_worker_is_reused(videos):
     path = videos("exact_h264.mp4", codec="h264", num_frames=144, gop=48)
     stam_core.read_clip(path, timeout=30)
-    pid = decode_worker._worker.proc.pid
+    pid = decode_worker.worker_pid()
     stam_core.probe_video(path, timeout=30)
     stam_core.read_clip(path, timeout=30)
-    assert decode_worker._worker.proc.pid == pid
+    assert decode_worker.worker_pid() == pid
 
 
 @pytest.fixture()
@@ -348,7 +341,7 @@ def decode_fault(tmp_path):
 def test_hanging_decoder_is_killed(videos, decode_fault):
     path = videos("exact_h264.mp4", codec="h264", num_frames=144, gop=48)
     stam_core.read_clip(path, timeout=30)
-    pid = decode_worker._worker.proc.pid
+    pid = decode_worker.worker_pid()
     # The worker spins in C holding the GIL: only killing the process can stop it.
     decode_fault("hang")
     with pytest.raises(stam_core.VideoTimeoutError, match="exact_h264.mp4"):
@@ -356,7 +349,7 @@ def test_hanging_decoder_is_killed(videos, decode_fault):
     assert not _alive(pid)
     decode_fault(None)
     assert_exact(stam_core.read_clip(path, timeout=30), fps=24)  # a fresh worker
-    assert decode_worker._worker.proc.pid != pid
+    assert decode_worker.worker_pid() != pid
 
 
 def test_crashing_decoder(videos, decode_fault):
@@ -369,7 +362,7 @@ def test_crashing_decoder(videos, decode_fault):
 
 
 def test_importing_the_decoder_does_not_import_torch():
-    code = ("import sys, stam_core.video, stam_core.decode_worker, stam_core.decode_child; "
+    code = ("import sys, stam_core.video, stam_core.video.decode_worker, stam_core.video.decode_child; "
             "print(sorted(m for m in ('torch', 'ray', 'boto3', 'click') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

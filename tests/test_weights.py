@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import stam_core
+import stam_core.model
 from stam_core import CheckpointError
 from stam_core import weights as weights_mod
 
@@ -103,7 +103,7 @@ def test_release_downloads_once_into_cache(server, cache, monkeypatch, tiny_weig
     # The second call, and load_model, use the cache: no request at all, even with the server gone.
     server.shutdown()
     assert stam_core.resolve_weights("stam_16") == path
-    model = stam_core.load_model("stam_16", precision="fp32")
+    model = stam_core.model.load_model("stam_16", precision="fp32")
     assert server.requests == ["/stam_tiny.pth"]
     assert model.weights_source == "stam_16"
     assert model.weights_sha256 == stam_core.file_sha256(tiny_weights)
@@ -111,7 +111,7 @@ def test_release_downloads_once_into_cache(server, cache, monkeypatch, tiny_weig
 
 
 def test_any_http_url_works(server, cache, tiny_weights):
-    model = stam_core.load_model(f"{server.url}/stam_tiny.pth", sha256=stam_core.file_sha256(tiny_weights))
+    model = stam_core.model.load_model(f"{server.url}/stam_tiny.pth", sha256=stam_core.file_sha256(tiny_weights))
     assert model.weights_source == f"{server.url}/stam_tiny.pth"
     assert len(files_in(cache)) == 1
 
@@ -124,7 +124,7 @@ def test_pin_mismatch_on_download_keeps_nothing(server, cache, monkeypatch):
     assert url in str(info.value)
     assert files_in(cache) == []
     with pytest.raises(CheckpointError, match="sha256 mismatch"):
-        stam_core.load_model(url, sha256="cd" * 32)
+        stam_core.model.load_model(url, sha256="cd" * 32)
     assert files_in(cache) == []
 
 
@@ -141,7 +141,7 @@ def test_cached_file_that_no_longer_matches_its_pin(server, cache, tiny_weights)
     with pytest.raises(CheckpointError, match="sha256 mismatch.*delete it"):
         stam_core.resolve_weights(url, sha256=stam_core.file_sha256(tiny_weights))
     with pytest.raises(CheckpointError, match="sha256 mismatch"):
-        stam_core.load_model(url, sha256=stam_core.file_sha256(tiny_weights))
+        stam_core.model.load_model(url, sha256=stam_core.file_sha256(tiny_weights))
     assert len(server.requests) == 1  # reported, never silently downloaded again
 
 
@@ -174,7 +174,7 @@ def test_local_path_and_pin(tiny_weights):
 def test_s3_url(local_s3, cache, tiny_weights):
     local_s3.create_bucket("weights")
     local_s3.upload(tiny_weights, "s3://weights/models/stam_tiny.pth")
-    model = stam_core.load_model("s3://weights/models/stam_tiny.pth", precision="fp32")
+    model = stam_core.model.load_model("s3://weights/models/stam_tiny.pth", precision="fp32")
     assert model.weights_sha256 == stam_core.file_sha256(tiny_weights)
     assert len(files_in(cache)) == 1
     with pytest.raises(CheckpointError, match="s3://weights/models/absent.pth"):

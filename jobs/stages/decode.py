@@ -1,58 +1,60 @@
-"""Stage 1: decode and sample (stateless, CPU): work items -> uint8 clips + what the decoder saw."""
+"""Stage 1: decode and sample (stateless, CPU): work items -> decoded clips (jobs.stages.records)."""
 from __future__ import annotations
 
-import collections
 import os
 
 import numpy as np
+import pyarrow as pa
 
-from jobs.stages.items import PASSED_ON
+from jobs.stages.records import DECODE_INFO, WORK_ITEM, decoded_schema, frames_array
 
 # Decoding yields the CPU to the model where they share a node: the model's threads wait for
 # each other, so one preempted thread stalls them all, while decoding only has to keep up.
 DECODE_NICENESS = 10
 
 
-def decode_videos(batch: dict[str, np.ndarray], *, num_frames: int, timeout: float,
-                  max_pixels: int | None, resize: str = "exact") -> dict[str, np.ndarray]:
-    from jobs.listing import local_path
+def decode_videos(batch: pa.Table, *, num_frames: int, timeout: float, max_pixels: int | None,
+                  resize: str = "exact") -> pa.Table:
+    from jobs.storage import local_path
     from stam_core import VideoError, read_clip
-    from stam_core.frames import CROP
+    from stam_core.video.frames import CROP
 
     lower_priority()  # before read_clip starts its decode worker process, which inherits it
-    n = len(batch["video_uri"])
+    n = batch.num_rows
     frames = np.zeros((n, num_frames, CROP, CROP, 3), dtype=np.uint8)
-    out: dict[str, list] = collections.defaultdict(list)
-    for i in range(n):
-        uri = str(batch["video_uri"][i])
-        start, end = float(batch["start_s"][i]), float(batch["end_s"][i])
-        if batch["error_kind"][i]:  # failed in an earlier stage: pass the reason on
-            _append_decode(out, ok=False, error=str(batch["error"][i]), error_kind=str(batch["error_kind"][i]))
+    info: list[dict] = []
+    errors, kinds = batch["error"].to_pylist(), batch["error_kind"].to_pylist()
+    for i, item in enumerate(batch.select(["video_uri", "start_s", "end_s"]).to_pylist()):
+        if kinds[i]:  # failed in an earlier stage: its reason is passed on
+            info.append({"ok": False})
             continue
         try:
-            clip = read_clip(local_path(uri), num_frames, start=None if start < 0 else start,
-                             end=None if end < 0 else end, timeout=timeout, max_pixels=max_pixels,
-                             resize=resize)
+            clip = read_clip(local_path(item["video_uri"]), num_frames, start=item["start_s"], end=item["end_s"],
+                             timeout=timeout, max_pixels=max_pixels, resize=resize)
         except VideoError as exc:
-            _append_decode(out, ok=False, error=str(exc), error_kind=exc.kind)
+            errors[i], kinds[i] = str(exc), exc.kind
+            info.append({"ok": False})
             continue
         frames[i] = clip.frames
-        info = clip.info
-        _append_decode(out, ok=True, error="", error_kind="", duration_s=info.duration_s, fps=info.fps,
-                       width=info.width, height=info.height, codec=info.codec, decoder=info.decoder,
-                       frame_indices=np.asarray(clip.indices, np.int32),
-                       frame_timestamps=np.asarray(clip.timestamps, np.float64),
-                       warnings="\n".join(clip.warnings or ()), resize=clip.resize,
-                       decode_cpu_ms=clip.decode_cpu_ms)
-    result = {k: np.asarray(v) for k, v in out.items() if k not in ("frame_indices", "frame_timestamps")}
-    # Fixed dtypes and widths: Ray must be able to concatenate blocks from different tasks.
-    result["frame_indices"] = _stack(out["frame_indices"], num_frames, np.int32)
-    result["frame_timestamps"] = _stack(out["frame_timestamps"], num_frames, np.float64)
-    for key in PASSED_ON:
-        result[key] = batch[key]
-    result["frames"] = frames
-    result["_decode_node"] = np.full(n, node_id())
-    return result
+        seen = clip.info
+        info.append({"ok": True, "duration_s": seen.duration_s, "fps": seen.fps, "width": seen.width,
+                     "height": seen.height, "codec": seen.codec, "decoder": seen.decoder,
+                     "frame_indices": list(clip.indices), "frame_timestamps": list(clip.timestamps),
+                     "warnings": list(clip.warnings) or None, "resize": clip.resize,
+                     "decode_cpu_ms": clip.decode_cpu_ms})
+    node = node_id()
+    for row in info:
+        row["decode_node"] = node
+    decoded = pa.Table.from_pylist(info, schema=DECODE_INFO)
+    items = batch.select(WORK_ITEM.names).cast(WORK_ITEM)
+    items = items.set_column(WORK_ITEM.get_field_index("error"), "error", pa.array(errors, pa.string()))
+    items = items.set_column(WORK_ITEM.get_field_index("error_kind"), "error_kind", pa.array(kinds, pa.string()))
+    ok = decoded["ok"].to_numpy(zero_copy_only=False)
+    columns = {**{name: items[name] for name in items.column_names},
+               **{name: decoded[name] for name in decoded.column_names},
+               "frames": frames_array(frames, ok)}
+    schema = decoded_schema(num_frames)
+    return pa.table([columns[f.name] for f in schema], schema=schema)
 
 
 def lower_priority() -> None:
@@ -64,19 +66,3 @@ def node_id() -> str:
     import ray
 
     return ray.get_runtime_context().get_node_id()
-
-
-def _append_decode(out, *, ok, error, error_kind, duration_s=np.nan, fps=np.nan, width=-1, height=-1,
-                   codec="", decoder="", frame_indices=None, frame_timestamps=None, warnings="", resize="",
-                   decode_cpu_ms=np.nan):
-    for key, value in (("ok", ok), ("error", error), ("error_kind", error_kind), ("duration_s", duration_s),
-                       ("fps", fps), ("width", width), ("height", height), ("codec", codec),
-                       ("decoder", decoder), ("frame_indices", frame_indices),
-                       ("frame_timestamps", frame_timestamps), ("warnings", warnings), ("resize", resize),
-                       ("decode_cpu_ms", decode_cpu_ms)):
-        out[key].append(value)
-
-
-def _stack(values: list, num_frames: int, dtype) -> np.ndarray:
-    # Error rows carry -1 here and become nulls in the Labeler.
-    return np.stack([np.full(num_frames, -1, dtype) if v is None else np.asarray(v, dtype) for v in values])

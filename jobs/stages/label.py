@@ -1,4 +1,4 @@
-"""Stage 2: the model (stateful, GPU or CPU): decoded clips -> label rows in the output schema."""
+"""Stage 2: the model (stateful, GPU or CPU): decoded clips -> label rows in the output schema + FACTS."""
 from __future__ import annotations
 
 import datetime as dt
@@ -8,11 +8,17 @@ import time
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from jobs.schema import output_schema
+from jobs.schema import output_schema, with_flat_columns
 from jobs.stages.decode import node_id
+from jobs.stages.records import DECODE_INFO, FACTS, labelled_schema, ok_frames
 
 log = logging.getLogger("stam_label")
+
+# Columns the rows take from the decoded batch as they are (null where decoding failed).
+PASSED_THROUGH = ("video_uri", "segment_index", "error", "error_kind", "source_size", "source_version",
+                  *(name for name in DECODE_INFO.names if name not in ("ok", "decode_node")))
 
 
 class Labeler:
@@ -22,43 +28,52 @@ class Labeler:
                  model_name: str, run_id: str, mode: str, embeddings: bool, probs: bool, threads: int | None):
         import torch
 
-        import stam_core
+        from stam_core.model import clips_to_tensor, load_model
 
         if not torch.cuda.is_available():
             # Ray pins OMP threads to the actor's CPU share; on a CPU node the model should use
             # the cores it timeshares with decoding, as the sizing guide assumes.
             torch.set_num_threads(threads or os.cpu_count() or 1)
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model = stam_core.load_model(weights, device=device, precision=precision, sha256=sha256)
-        self.clips_to_tensor = stam_core.clips_to_tensor
+        self.model = load_model(weights, device=device, precision=precision, sha256=sha256)
+        self.clips_to_tensor = clips_to_tensor
         self.top_k = min(top_k, self.model.num_classes)
-        self.class_names = class_names
-        self.schema = output_schema(self.model.embed_dim if embeddings else 0, probs)
+        self.class_names = np.asarray(class_names, dtype=object)
+        self.output = output_schema(self.model.embed_dim if embeddings else 0, probs)
+        self.schema = labelled_schema(self.output)
         self.static = {"model": model_name, "weights_sha256": sha256, "precision": self.model.precision,
                        "run_id": run_id, "mode": mode}
-        self.embeddings, self.probs = embeddings, probs
         self.windowed = mode != "video"
         # Rows carry self.model.precision; the driver logs it once from the first batch.
         log.info("model %s loaded on %s, precision %s (requested %s)", model_name, device,
                  self.model.precision, precision)
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
-        ok = batch["ok"].astype(bool)
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        ok = batch["ok"].to_numpy(zero_copy_only=False)
         started = time.perf_counter()
-        probs, embeds = self._predict(batch["frames"][ok])
+        probs, embeds = self._predict(ok_frames(batch, self.model.num_frames))
         model_s = time.perf_counter() - started
-        labels = self._top_k(probs, embeds, ok)
-        table = self._rows(batch, ok, labels)
         n = len(ok)
-        # Where each stage ran and the model's time, for the run record; never written.
-        table = table.append_column("_decode_node", pa.array(batch["_decode_node"], pa.string()))
-        table = table.append_column("_model_node", pa.array([node_id()] * n, pa.string()))
-        table = table.append_column("_model_s", pa.array([model_s / n] * n, pa.float64()))  # its share
-        if self.windowed:
-            # For the driver's video-level row only; never written.
-            table = table.append_column("_num_segments", pa.array(batch["num_segments"], pa.int32()))
-            table = table.append_column("_probs", pa.array(labels["probs"], pa.list_(pa.float32())))
-        return table
+        top = self._top_k(probs, ok)
+        columns = {name: batch[name] for name in PASSED_THROUGH}
+        columns.update(top, **self._segment_bounds(batch, ok))
+        columns["status"] = pa.array(np.where(ok, "ok", "error"))
+        columns["labelled_at"] = pa.array([dt.datetime.now(dt.timezone.utc)] * n, pa.timestamp("us", tz="UTC"))
+        probs_rows = _per_ok_row(probs, ok) if self.windowed or "probs" in self.output.names else None
+        if "embedding" in self.output.names:
+            columns["embedding"] = _per_ok_row(embeds, ok)
+        if "probs" in self.output.names:
+            columns["probs"] = probs_rows
+        for key, value in self.static.items():
+            columns[key] = pa.array([value] * n, pa.string())
+        columns.update(  # FACTS: for the driver, never written
+            decode_node=batch["decode_node"], model_node=pa.array([node_id()] * n, pa.string()),
+            model_s=pa.array(np.full(n, model_s / max(n, 1))),  # the row's share of the batch
+            num_segments=batch["num_segments"],
+            window_probs=probs_rows if self.windowed else pa.nulls(n, FACTS.field("window_probs").type))
+        columns.update(label=pa.nulls(n, pa.string()), score=pa.nulls(n, pa.float32()))
+        table = pa.table([columns[f.name].cast(f.type) for f in self.schema], schema=self.schema)
+        return with_flat_columns(table)
 
     def _predict(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities and embeddings of the decoded clips (float32, on the host)."""
@@ -67,64 +82,26 @@ class Labeler:
         probs, embeds = self.model.predict(self.clips_to_tensor(frames, self.model.device))
         return probs.cpu().numpy(), embeds.cpu().numpy()  # .cpu() waits for the GPU: the time is the model's
 
-    def _top_k(self, probs: np.ndarray, embeds: np.ndarray, ok: np.ndarray) -> dict[str, list]:
-        """Per row: top-k names, scores, class ids (None for rows that failed earlier)."""
-        out = {name: [None] * len(ok) for name in ("labels", "scores", "class_ids", "embedding", "probs")}
-        for j, i in enumerate(np.flatnonzero(ok)):
-            p = probs[j]
-            top = np.argsort(-p, kind="stable")[: self.top_k]
-            out["labels"][i] = [self.class_names[c] for c in top]
-            out["scores"][i] = p[top].astype(np.float32)
-            out["class_ids"][i] = top.astype(np.int32)
-            out["embedding"][i] = embeds[j]
-            out["probs"][i] = p.astype(np.float32)
-        return out
+    def _top_k(self, probs: np.ndarray, ok: np.ndarray) -> dict[str, pa.Array]:
+        """Top-k names, scores and class ids per row; null on rows that failed."""
+        top = np.argsort(-probs, axis=1, kind="stable")[:, : self.top_k].astype(np.int32)
+        return {"labels": _per_ok_row(self.class_names[top], ok, pa.string()),
+                "scores": _per_ok_row(np.take_along_axis(probs, top, axis=1), ok),
+                "class_ids": _per_ok_row(top, ok, pa.int32())}
 
-    def _rows(self, batch: dict[str, np.ndarray], ok: np.ndarray, labels: dict[str, list]) -> pa.Table:
-        n = len(ok)
-        seg_starts, seg_ends = _segment_bounds(batch, ok)
-        columns = {
-            "video_uri": batch["video_uri"],
-            "segment_index": batch["segment_index"],
-            "segment_start_s": seg_starts,
-            "segment_end_s": seg_ends,
-            "status": np.where(ok, "ok", "error"),
-            "error": [None if k else str(e) for k, e in zip(ok, batch["error"])],
-            "error_kind": [None if k else str(e) for k, e in zip(ok, batch["error_kind"])],
-            "labels": labels["labels"], "scores": labels["scores"], "class_ids": labels["class_ids"],
-            "label": [v[0] if v else None for v in labels["labels"]],
-            "score": [float(v[0]) if v is not None and len(v) else None for v in labels["scores"]],
-            "duration_s": _null_where(batch["duration_s"], ok),
-            "fps": _null_where(batch["fps"], ok),
-            "width": _null_where(batch["width"], ok), "height": _null_where(batch["height"], ok),
-            "codec": _null_where(batch["codec"], ok),
-            "frame_indices": [list(v) if k else None for k, v in zip(ok, batch["frame_indices"])],
-            "frame_timestamps": [list(v) if k else None for k, v in zip(ok, batch["frame_timestamps"])],
-            "decoder": _null_where(batch["decoder"], ok),
-            "warnings": [str(w).split("\n") if k and w else None for k, w in zip(ok, batch["warnings"])],
-            "resize": _null_where(batch["resize"], ok),
-            "decode_cpu_ms": [None if np.isnan(v) else float(v) for v in batch["decode_cpu_ms"]],
-            "source_size": [None if s < 0 else int(s) for s in batch["source_size"]],
-            "source_version": [str(v) or None for v in batch["source_version"]],
-            "labelled_at": [dt.datetime.now(dt.timezone.utc)] * n,
-            "embedding": labels["embedding"], "probs": labels["probs"],
-        }
-        for key, value in self.static.items():
-            columns[key] = [value] * n
-        return pa.table({f.name: pa.array(columns[f.name], type=f.type) for f in self.schema}, schema=self.schema)
+    def _segment_bounds(self, batch: pa.Table, ok: np.ndarray) -> dict[str, pa.Array]:
+        """Window bounds as requested (the end clipped to the video); whole-video rows span 0..duration."""
+        ok_mask = pa.array(ok)
+        duration = batch["duration_s"]
+        start = pc.coalesce(batch["start_s"], pc.if_else(ok_mask, 0.0, pa.scalar(None, pa.float64())))
+        clipped = pc.if_else(ok_mask, pc.min_element_wise(batch["end_s"], duration), batch["end_s"])
+        end = pc.if_else(pc.is_null(batch["end_s"]), duration, clipped)
+        return {"segment_start_s": start, "segment_end_s": end}
 
 
-def _null_where(values: np.ndarray, ok: np.ndarray) -> list:
-    return [(v.item() if isinstance(v, np.generic) else v) if k else None for k, v in zip(ok, values)]
-
-
-def _segment_bounds(batch: dict[str, np.ndarray], ok: np.ndarray) -> tuple[list, list]:
-    """Window bounds as requested (end clipped to the video); whole-video rows span 0..duration."""
-    starts, ends = [], []
-    for k, s, e, d in zip(ok, batch["start_s"], batch["end_s"], batch["duration_s"]):
-        starts.append(float(s) if s >= 0 else (0.0 if k else None))
-        if e >= 0:
-            ends.append(float(min(e, d)) if k else float(e))
-        else:
-            ends.append(float(d) if k else None)
-    return starts, ends
+def _per_ok_row(values: np.ndarray, ok: np.ndarray, value_type: pa.DataType = pa.float32()) -> pa.Array:
+    """A list per row from the ok rows' values [n_ok, d], in order; null on the rows that failed."""
+    width = values.shape[1] if values.ndim == 2 else 0
+    offsets = np.concatenate([[0], np.cumsum(np.where(ok, width, 0))]).astype(np.int32)
+    flat = pa.array(values.reshape(-1), type=value_type)
+    return pa.ListArray.from_arrays(pa.array(offsets), flat, mask=pa.array(~ok))

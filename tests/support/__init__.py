@@ -1,1 +1,1 @@
-"""Test helpers that are packages of their own (a fault-injecting S3 proxy)."""
+"""Test helpers: test videos (videogen, built on jobs.tools.samples), decode faults, a fault-injecting S3 proxy."""

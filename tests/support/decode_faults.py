@@ -14,6 +14,8 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from stam_core.video import decode_worker
+
 SITE = Path(__file__).parent / "decode_faults_site"
 FAULT_FILE_ENV = "STAM_TEST_DECODE_FAULT_FILE"  # as in decode_faults_site/sitecustomize.py
 
@@ -25,7 +27,7 @@ def injected(folder: Path) -> Iterator[Callable[[str | None], None]]:
     saved = {key: os.environ.get(key) for key in ("PYTHONPATH", FAULT_FILE_ENV)}
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(SITE), saved["PYTHONPATH"]) if p)
     os.environ[FAULT_FILE_ENV] = str(fault_file)
-    _stop_worker()  # the next call starts one with this environment
+    decode_worker.stop_worker()  # the next call starts one with this environment
     try:
         yield lambda fault: fault_file.write_text(fault or "")
     finally:
@@ -34,12 +36,4 @@ def injected(folder: Path) -> Iterator[Callable[[str | None], None]]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        _stop_worker()
-
-
-def _stop_worker() -> None:
-    from stam_core import decode_worker
-
-    worker, decode_worker._worker = decode_worker._worker, None
-    if worker is not None:
-        worker.kill()
+        decode_worker.stop_worker()

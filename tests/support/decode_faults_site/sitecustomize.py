@@ -1,7 +1,7 @@
 """Faults on purpose in the decode worker; test code only (see tests/support/decode_faults.py).
 
 Python imports this at startup when its folder is on PYTHONPATH. In the decode worker
-process (``python -m stam_core.decode_child``) it wraps the worker's reading functions so
+process (``python -m stam_core.video.decode_child``) it wraps the worker's reading functions so
 that each call first does what the file named by ``$STAM_TEST_DECODE_FAULT_FILE`` says:
 "hang" (spin in C holding the GIL, like a native decoder hang), "crash" (SIGSEGV) or
 "oom_kill" (SIGKILL, as the out-of-memory killer sends); nothing when it is empty. Any other
@@ -38,8 +38,8 @@ def _faulty(function):
     return call
 
 
-if os.environ.get(FAULT_FILE_ENV) and sys.orig_argv[1:3] == ["-m", "stam_core.decode_child"]:
-    from stam_core import reading
+if os.environ.get(FAULT_FILE_ENV) and sys.orig_argv[1:3] == ["-m", "stam_core.video.decode_child"]:
+    from stam_core.video import reading
 
     # The worker looks these up when it starts serving (decode_child.main), after this.
     reading.read_clip_here = _faulty(reading.read_clip_here)

@@ -1,0 +1,81 @@
+"""`stam-label run`: label INPUT into OUTPUT, print the run's summary (or the --dry-run plan), and
+exit 1 over --max-error-rate. The summary printing is shared with the demo."""
+from __future__ import annotations
+
+import click
+
+from jobs.cli.errors import Failure
+from jobs.cli.options import config_option, run_options
+from jobs.config import JobConfig
+from jobs.errors import EXIT_TOO_MANY_ERRORS
+
+
+def job_config(input_uri: str, output_uri: str, **opts) -> JobConfig:
+    """The JobConfig of run's command line (``opts``: the values of its options)."""
+    if opts.get("stride_s") is not None and opts.get("window_s") is None:
+        raise click.UsageError("--stride-seconds needs --window-seconds")
+    opts["extensions"] = tuple("." + e.strip().lstrip(".").lower() for e in opts["extensions"].split(",") if e.strip())
+    return JobConfig(input_uri=input_uri, output_uri=output_uri, **opts)
+
+
+@click.command("run")
+@click.argument("input_uri", metavar="INPUT")
+@click.argument("output_uri", metavar="OUTPUT")
+@config_option
+@run_options
+def run_command(input_uri: str, output_uri: str, **opts) -> None:
+    """Label every video under INPUT and commit the rows to OUTPUT.
+
+    INPUT is a local folder, an s3://bucket/prefix (both recursive) or a manifest file
+    (.txt one URI per line; .csv/.parquet with a video_uri column). OUTPUT is a local folder
+    or an s3:// prefix. Videos already labelled with the same weights are skipped.
+    """
+    from jobs.pipeline import run_job  # Ray and torch: not for --help
+
+    config = job_config(input_uri, output_uri, **opts)
+    summary = run_job(config)
+    if opts.get("dry_run"):
+        print_plan(summary)
+        return
+    print_summary(summary)
+    check_error_rate(summary, opts["max_error_rate"])
+
+
+def check_error_rate(summary, max_error_rate: float) -> None:
+    """Exit 1 when every labelled video failed, or more than max_error_rate of them."""
+    where = f"the rows are committed in {summary.output_uri}"
+    if summary.processed and not summary.ok:
+        raise Failure(f"all {summary.processed} labelled videos failed; {where}", EXIT_TOO_MANY_ERRORS)
+    if summary.error_rate > max_error_rate:
+        raise Failure(f"{summary.error} of {summary.processed} videos failed ({summary.error_rate:.1%}), "
+                      f"above --max-error-rate {max_error_rate:.1%}; {where}", EXIT_TOO_MANY_ERRORS)
+
+
+def print_summary(summary) -> None:
+    """What a run prints at its end (stdout): counts, rate, error rate and kinds, cost, output."""
+    rate = summary.processed / summary.elapsed_s if summary.elapsed_s else 0.0
+    click.echo("")
+    click.echo(f"run {summary.run_id}: {summary.ok} ok, {summary.error} error, {summary.skipped} skipped "
+               f"(of {summary.listed} listed) in {summary.elapsed_s:.1f} s, {rate:.2f} videos/s")
+    if summary.processed:
+        click.echo(f"error rate: {summary.error_rate:.1%} ({summary.error} of {summary.processed} labelled videos)")
+    for kind, count in sorted(summary.error_kinds.items(), key=lambda kv: -kv[1])[:5]:
+        click.echo(f"  {count:6d} x {kind}: e.g. {summary.error_examples.get(kind, '')[:160]}")
+    totals = getattr(summary, "totals", {}) or {}
+    if summary.processed and totals:
+        hours = (totals.get("footage_s") or 0) / 3600
+        per_hour = (f"; per hour of footage: {totals.get('decode_cpu_s', 0) / hours:.0f} decode CPU-s, "
+                    f"{totals.get('model_s', 0) / hours:.0f} model s") if hours else ""
+        click.echo(f"cost: decode {totals.get('decode_cpu_s', 0):.1f} CPU-s, model {totals.get('model_s', 0):.1f} s "
+                   f"for {summary.processed} videos ({(totals.get('footage_s') or 0) / 60:.1f} min of footage){per_hour}")
+    click.echo(f"output: {summary.output_uri} ({summary.commits} commits)")
+
+
+def print_plan(summary) -> None:
+    """What --dry-run found: nothing was labelled or written."""
+    click.echo(f"dry run: {summary.listed} videos listed, {summary.skipped} already labelled, "
+               f"{summary.total} to label (about {summary.estimated_decode_cpu_h:.2f} CPU-hours of decoding)")
+    for uri in summary.first_uris:
+        click.echo(f"  {uri}")
+    if summary.total > len(summary.first_uris):
+        click.echo(f"  ... and {summary.total - len(summary.first_uris)} more")
