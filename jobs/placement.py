@@ -24,8 +24,9 @@ def connect_ray(address: str | None) -> None:
     from jobs.logs import local_ray_auth_mode, quiet_ray
 
     if ray.is_initialized():
-        quiet_ray()
-        return  # the caller's Ray (a notebook, a test): its workers already have their settings
+        # The caller's Ray (a notebook, a test): its workers already have their settings, and
+        # its DataContext and log levels stay as the caller set them.
+        return
     address = address or os.environ.get("RAY_ADDRESS")
     if not address:
         local_ray_auth_mode()

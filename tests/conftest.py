@@ -82,6 +82,20 @@ def tiny_weights(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def windowed_labels(tmp_path_factory, tiny_weights, ray_head) -> Path:
+    """A label table of one 5-s video labelled in 2-s windows (read-only: export and report read it)."""
+    from jobs.pipeline import run_job
+    from jobs.tools.samples import make_sample_video
+
+    root = tmp_path_factory.mktemp("windowed")
+    (root / "videos").mkdir()
+    make_sample_video(root / "videos" / "five.mp4", seed=4, seconds=5.0, fps=4, size=(96, 64))
+    out = root / "labels"
+    run_job(job_config(tiny_weights, root / "videos", out, ray_head, window_s=2.0))
+    return out
+
+
 def job_config(weights, input_uri, output_uri, address, **kw):
     """A JobConfig for tests: the tiny model in small batches on the test Ray head."""
     from jobs.pipeline import JobConfig

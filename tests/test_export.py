@@ -40,14 +40,6 @@ def labelled(tmp_path_factory, tiny_weights, ray_head) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def windowed(tmp_path_factory, tiny_weights, ray_head) -> Path:
-    root = tmp_path_factory.mktemp("export-windows")
-    (root / "videos").mkdir()
-    make_sample_video(root / "videos" / "five.mp4", seed=4, seconds=5.0, fps=4, size=(96, 64))
-    out = root / "labels"
-    run_job(_config(tiny_weights, root / "videos", out, ray_head, window_s=2.0))
-    return out
 
 
 def _name(uri: str) -> str:
@@ -130,9 +122,9 @@ def test_status_and_min_score_filters(labelled, tmp_path):
 
 
 @pytest.mark.parametrize("ext", [".csv", ".parquet"])
-def test_windowed_table_exports_segment_columns(windowed, tmp_path, ext):
+def test_windowed_table_exports_segment_columns(windowed_labels, tmp_path, ext):
     dest = tmp_path / f"w{ext}"
-    result = export_labels(str(windowed), str(dest))
+    result = export_labels(str(windowed_labels), str(dest))
     assert result.columns == WINDOWED
     rows = read_back(dest)
     # The video-level row (-1) first, then windows 0..2 of 2 s (the last, 1 s, is kept: >= W/2).

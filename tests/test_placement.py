@@ -45,3 +45,22 @@ def test_decode_on_cpu_nodes_model_on_gpu_node(cluster, tmp_path, tiny_weights):
     assert summary.placement["model"] == {gpu_node: 4}
     manifest = json.loads((out / "_runs" / f"{summary.run_id}.json").read_text())
     assert manifest["placement"] == summary.placement
+
+
+def test_a_callers_ray_session_keeps_its_data_context(ray_head, tmp_path, tiny_weights):
+    """run_job in a notebook's Ray session: the caller's DataContext is as the caller set it, after."""
+    if not ray.is_initialized():
+        ray.init(address=ray_head)
+    ctx = ray.data.DataContext.get_current()
+    saved = ctx.enable_progress_bars, ctx.max_errored_blocks
+    ctx.enable_progress_bars, ctx.max_errored_blocks = True, 0
+    try:
+        videos = tmp_path / "videos"
+        videos.mkdir()
+        make_sample_video(videos / "v.mp4", seed=1, seconds=1.0, fps=8, size=(96, 64))
+        summary = run_job(JobConfig(input_uri=str(videos), output_uri=str(tmp_path / "out"),
+                                    weights=str(tiny_weights), batch_size=2))
+        assert summary.ok == 1
+        assert (ctx.enable_progress_bars, ctx.max_errored_blocks) == (True, 0)
+    finally:
+        ctx.enable_progress_bars, ctx.max_errored_blocks = saved

@@ -152,14 +152,6 @@ def labelled(tmp_path_factory, tiny_weights, ray_head) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def windowed(tmp_path_factory, tiny_weights, ray_head) -> Path:
-    root = tmp_path_factory.mktemp("report-windows")
-    (root / "videos").mkdir()
-    make_sample_video(root / "videos" / "five.mp4", seed=4, seconds=5.0, fps=4, size=(96, 64))
-    out = root / "labels"
-    run_job(_config(tiny_weights, root / "videos", out, ray_head, window_s=2.0))
-    return out
 
 
 def current_rows(output: Path) -> dict[str, dict]:
@@ -352,11 +344,11 @@ def test_html_page(labelled, tmp_path):
     assert "Showing the first 1 of 2 labelled videos" in capped and "1 left out" in capped
 
 
-def test_html_windowed_strips(windowed, tmp_path):
+def test_html_windowed_strips(windowed_labels, tmp_path):
     page_path = tmp_path / "w.html"
-    summary = write_html(str(windowed), str(page_path), low_confidence=1.0)
+    summary = write_html(str(windowed_labels), str(page_path), low_confidence=1.0)
     assert (summary.videos, summary.rows, summary.windows) == (1, 4, {"ok": 3})
-    rows = LabelTable(str(windowed)).read_current().to_pylist()
+    rows = LabelTable(str(windowed_labels)).read_current().to_pylist()
     assert [r["segment_index"] for r in rows if r["segment_index"] == VIDEO_LEVEL] == [VIDEO_LEVEL]
     page = page_path.read_text()
     # One strip per window (0-2, 2-4, 4-5 s), each re-read with the window's bounds and matching.
