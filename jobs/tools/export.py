@@ -19,17 +19,15 @@ import csv
 import io
 import json
 import os
-import secrets
 import sys
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from jobs.storage import resolve
+from jobs.storage import put_bytes, resolve
 from jobs.table import LabelTable
 
 FORMATS = (".csv", ".jsonl", ".parquet")
@@ -169,19 +167,9 @@ def _csv_bytes(table: pa.Table) -> bytes:
 
 
 def _write(dest: str, data: bytes) -> None:
-    """Write the whole file at once: temp file + rename locally, one upload on S3."""
+    """Write the whole file at once (a reader never sees half an export): jobs.storage.put_bytes."""
     fs, path = resolve(dest)
     try:
-        if isinstance(fs, pafs.LocalFileSystem):
-            parent = os.path.dirname(path)
-            os.makedirs(parent, exist_ok=True)
-            tmp = os.path.join(parent, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)  # a reader never sees half an export
-        else:
-            with fs.open_output_stream(path) as f:
-                f.write(data)
+        put_bytes(fs, path, data)
     except OSError as exc:
         raise ExportError(f"{dest}: cannot write export ({str(exc).splitlines()[0]})") from exc
-
