@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import warnings
 from pathlib import Path
 from typing import Union
 
@@ -86,7 +87,11 @@ def clips_to_tensor(frames: np.ndarray, device: Union[str, torch.device]) -> tor
         got = f"{frames.dtype} {list(frames.shape)}" if isinstance(frames, np.ndarray) else type(frames).__name__
         raise ValueError(f"frames must be a numpy uint8 array [B, T, H, W, 3], got {got}")
     device = torch.device(device)
-    data = torch.from_numpy(np.ascontiguousarray(frames))
+    with warnings.catch_warnings():
+        # Frames read from Arrow batches are read-only views; torch warns, but nothing below
+        # writes to them (pinning and the float conversion make new tensors), so no copy.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        data = torch.from_numpy(np.ascontiguousarray(frames))
     if device.type == "cuda":
         data = data.pin_memory().to(device, non_blocking=True)
     elif device.type != "cpu":
