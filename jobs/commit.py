@@ -3,10 +3,12 @@
 Rows arrive from the model stage in any order. A video's rows (its windows and video-level
 row in window mode) are committed together; a commit happens every ``commit_every`` rows or
 ``commit_interval_s`` seconds, whichever comes first, so a killed driver loses at most that
-much work and the next run labels exactly what is missing.
+much work and the next run labels exactly what is missing. At the end, ``reconcile`` turns
+planned videos that never came back into "lost" rows.
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from dataclasses import dataclass, field
@@ -15,7 +17,9 @@ from typing import Callable
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobs.segments import VIDEO_LEVEL, VideoLevel
+from jobs import plan as planning
+from jobs.errors import JobFailed
+from jobs.segments import VIDEO_LEVEL, VideoLevel, video_row_index
 from jobs.stages.records import split_labelled
 from jobs.table import CommitResult, LabelTable
 
@@ -133,3 +137,36 @@ class Committer:
         counts.error += error
         if self.on_videos is not None and (ok or error):
             self.on_videos(ok, error)
+
+
+def reconcile(committer: Committer, plan, *, mode: str, batch_rows: int) -> int:
+    """Plan rows that produced no row (Ray gave up on their tasks) become "lost" error rows.
+
+    Returns how many; raises JobFailed when every planned video was lost (the pipeline itself
+    is broken, not the videos).
+    """
+    table, run_id = committer.table, committer.run_id
+    if planning.written_since(table, plan, run_id, mode) >= plan.total:
+        return 0  # every planned video has a row from this run: nothing lost, no join needed
+    lost = 0
+    for batch in planning.lost(table, plan, mode).iter_batches(batch_size=batch_rows, batch_format="pyarrow"):
+        committer.add(lost_rows(batch, committer.schema, run_id=run_id, mode=mode))
+        lost += batch.num_rows
+    committer.flush()
+    if lost:
+        log.warning("%d videos produced no row (their Ray tasks failed past retries): recorded as 'lost'", lost)
+    if plan.total and lost == plan.total:
+        raise JobFailed(f"every Ray task failed; no video was labelled (run {run_id}, see the log above)")
+    return lost
+
+
+def lost_rows(lost: pa.Table, schema: pa.Schema, *, run_id: str, mode: str) -> pa.Table:
+    """The error rows of planned videos that never came back."""
+    now = dt.datetime.now(dt.timezone.utc)
+    return pa.Table.from_pylist([{
+        "video_uri": it["video_uri"], "mode": mode, "segment_index": video_row_index(mode), "status": "error",
+        "error": f"{it['video_uri']}: no result: its Ray task failed past its retries (the run's log says "
+                 "why); the next run labels it again",
+        "error_kind": "lost", "source_size": it["source_size"], "source_version": it["source_version"],
+        "run_id": run_id, "labelled_at": now,
+    } for it in lost.to_pylist()], schema=schema)

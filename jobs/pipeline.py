@@ -8,7 +8,7 @@
       .map_batches(decode_videos)      jobs/stages/decode.py: stam_core.read_clip -> uint8 frames
       .map_batches(Labeler)            jobs/stages/label.py: an actor pool holding the model
       .iter_batches()                  driver: whole videos -> Delta commits (jobs/commit.py)
-    plan.lost(...)                     plan rows Ray never returned -> "lost" error rows
+    commit.reconcile(...)              plan rows Ray never returned -> "lost" error rows
 
 Where each stage runs is jobs/placement.py; the run record and its heartbeat jobs/runs.py.
 Every video ends as exactly one current row (or one row per window plus a video-level row):
@@ -17,22 +17,19 @@ end into "lost" rows, so nothing disappears silently. The driver holds no list o
 """
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import signal
 import time
 from contextlib import contextmanager
 
-import pyarrow as pa
-
 from jobs import plan as planning
-from jobs.commit import Committer
+from jobs.commit import Committer, reconcile
 from jobs.config import DECODE_CPU_S_PER_VIDEO, JobConfig, mode_of
 from jobs.errors import JobError, JobFailed, JobInterrupted
 from jobs.placement import connect_ray, decode_remote_args, model_remote_args
 from jobs.runs import RunRecord, RunSummary, reap_dead_runs, run_counts, run_record
 from jobs.schema import output_schema
-from jobs.segments import VideoLevel, video_row_index
+from jobs.segments import VideoLevel
 from jobs.stages.decode import decode_videos
 from jobs.stages.label import Labeler
 from jobs.stages.records import to_work_items
@@ -99,7 +96,7 @@ def run_job(config: JobConfig) -> RunSummary:
                 table.ensure_created(schema)
                 summary.execution_started_at = time.time()
                 _label(config, work, committer, info, class_names, model_name, run_id, mode, plan.total)
-                summary.lost = _reconcile(config, table, committer, plan, run_id, mode)
+                summary.lost = reconcile(committer, plan, mode=mode, batch_rows=config.commit_every)
     except KeyboardInterrupt:
         _commit_what_is_done(committer)
         record.finish("interrupted", **run_counts(summary), elapsed_s=time.time() - started)
@@ -108,8 +105,8 @@ def run_job(config: JobConfig) -> RunSummary:
     except CommitError as exc:
         record.finish("failed", reason=str(exc), **run_counts(summary), elapsed_s=time.time() - started)
         raise JobFailed(str(exc)) from exc
-    except JobError as exc:
-        record.finish("failed", reason=str(exc), elapsed_s=time.time() - started)
+    except JobError as exc:  # JobFailed too: what was committed before it is counted
+        record.finish("failed", reason=str(exc), **run_counts(summary), elapsed_s=time.time() - started)
         raise
     except Exception as exc:
         record.finish("failed", reason=f"{type(exc).__name__}: {redact_url(str(exc))[:500]}",
@@ -127,8 +124,12 @@ def _label(config: JobConfig, work, committer: Committer, info, class_names: lis
     progress = Progress(total, interval_s=config.progress_interval_s)
     committer.on_videos = lambda ok, error: progress.update(ok=ok, error=error)
     logged_precision = False
-    with progress, _failed_blocks_ignored():
+    with progress:
         ds = _dataset(config, work, info, class_names, model_name, run_id, mode)
+        # A block that failed past its retries is dropped instead of failing the run: the end of
+        # the run reconciles it into "lost" rows. Set on this run's datasets only (they share
+        # one DataContext, copied when the plan was read), never on the caller's Ray session.
+        ds.context.max_errored_blocks = -1
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             if not logged_precision and batch.num_rows:
                 log.info("model %s runs in %s (as the model actor reports)", model_name,
@@ -171,44 +172,11 @@ def _dataset(config: JobConfig, work, info, class_names, model_name: str, run_id
     )
 
 
-def _reconcile(config: JobConfig, table: LabelTable, committer: Committer, plan, run_id: str, mode: str) -> int:
-    """Plan rows that produced no row (Ray gave up on their tasks) become "lost" error rows."""
-    if planning.written_since(table, plan, run_id, mode) >= plan.total:
-        return 0  # every planned video has a row from this run: nothing lost, no join needed
-    missing = planning.lost(table, plan, mode)
-    lost = 0
-    for batch in missing.iter_batches(batch_size=config.commit_every, batch_format="pyarrow"):
-        committer.add(_lost_rows(batch, committer.schema, run_id, config))
-        lost += batch.num_rows
-    committer.flush()
-    if lost:
-        log.warning("%d videos produced no row (their Ray tasks failed past retries): recorded as 'lost'", lost)
-    if plan.total and lost == plan.total:
-        # Not bad videos: the pipeline itself is broken (see the task errors above).
-        raise JobFailed(f"every Ray task failed; no video was labelled (run {run_id}, see the log above)")
-    return lost
-
-
 def _commit_what_is_done(committer: Committer) -> None:
     try:
         committer.flush()
     except CommitError as exc:
         log.error("could not commit the last rows before stopping: %s", exc)
-
-
-@contextmanager
-def _failed_blocks_ignored():
-    """Ray drops a block that failed past its retries instead of failing the run: the end of
-    the run reconciles it into "lost" rows. Set only while this run executes, then restored:
-    the caller's Ray session (a notebook) keeps its own setting."""
-    import ray
-
-    ctx = ray.data.DataContext.get_current()
-    saved, ctx.max_errored_blocks = ctx.max_errored_blocks, -1
-    try:
-        yield
-    finally:
-        ctx.max_errored_blocks = saved
 
 
 @contextmanager
@@ -238,17 +206,6 @@ def _dry_run(config: JobConfig, table: LabelTable, info, mode: str, run_id: str,
     summary.estimated_decode_cpu_h = plan.total * DECODE_CPU_S_PER_VIDEO / 3600
     summary.elapsed_s = time.time() - started
     return summary
-
-
-def _lost_rows(lost: pa.Table, schema: pa.Schema, run_id: str, config: JobConfig) -> pa.Table:
-    now = dt.datetime.now(dt.timezone.utc)
-    level = video_row_index(mode_of(config))
-    return pa.Table.from_pylist([{
-        "video_uri": it["video_uri"], "mode": mode_of(config), "segment_index": level, "status": "error",
-        "error": f"{it['video_uri']}: its Ray task failed {config.decode_retries + 1} times; no result",
-        "error_kind": "lost", "source_size": it["source_size"], "source_version": it["source_version"],
-        "run_id": run_id, "labelled_at": now,
-    } for it in lost.to_pylist()], schema=schema)
 
 
 def _class_names(labels_file: str | None, num_classes: int) -> list[str]:

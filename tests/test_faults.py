@@ -358,3 +358,37 @@ def test_interrupted_run_keeps_its_commits_and_rerun_labels_the_rest(ray_head, s
     final = LabelTable(str(out)).read_current()
     assert key_counts(final) == Counter({(str(p), 0): 1 for p in videos})
     assert {r["video_uri"] for r in final.to_pylist() if r["run_id"] == record["run_id"]} == set(committed)
+
+
+def test_a_video_whose_ray_worker_keeps_dying_is_recorded_lost_then_relabelled(tiny_weights, tmp_path):
+    """A Ray worker killed on every try of one video (OOM killer, lost node): Ray's retries run
+    out, the block is dropped, and the run records each of its videos as "lost", once; the next
+    run labels them. Nothing disappears and nothing is labelled twice."""
+    videos = make_videos(tmp_path / "videos", 16)  # 17 videos: two plan blocks, one of them doomed
+    doomed = make_sample_video(tmp_path / "videos" / "zz_doomed.mp4", seed=9, seconds=1.0, size=(96, 64), fps=10)
+    out = tmp_path / "out"
+    site = Path(__file__).parent / "support" / "task_faults_site"
+    env = {**os.environ, "STAM_TEST_KILL_WORKER_ON": "zz_doomed",
+           "PYTHONPATH": os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH")) if p)}
+    # A local Ray of the CLI's own: its workers inherit this environment.
+    rc, output = run_cli(tmp_path / "run1.log", "run", str(tmp_path / "videos"), str(out), "--weights",
+                         str(tiny_weights), "--batch-size", "2", "--max-error-rate", "1", "--progress-interval", "0",
+                         env=env, timeout=400)
+    rows = LabelTable(str(out)).read_current().to_pylist()
+    by_uri = {r["video_uri"]: r for r in rows}
+    assert rc == 0, output[-4000:]  # --max-error-rate 1: lost videos are error rows, not a failed run
+    assert sorted(by_uri) == sorted([str(p) for p in videos] + [str(doomed)]) and len(rows) == 17, output[-4000:]
+    assert by_uri[str(doomed)]["error_kind"] == "lost", by_uri[str(doomed)]
+    assert "failed past its retries" in by_uri[str(doomed)]["error"]
+    lost = [u for u, r in by_uri.items() if r["error_kind"] == "lost"]
+    ok = [u for u, r in by_uri.items() if r["status"] == "ok"]
+    assert len(lost) + len(ok) == 17 and ok, "only the doomed video's block is lost"
+    (record,) = records(str(out)).values()
+    assert record["status"] == "completed" and record["counts"]["lost"] == len(lost), record
+
+    rc, output = run_cli(tmp_path / "run2.log", "run", str(tmp_path / "videos"), str(out), "--weights",
+                         str(tiny_weights), "--batch-size", "2", "--progress-interval", "0", timeout=400)
+    assert rc == 0, output[-4000:]
+    current = LabelTable(str(out)).read_current()
+    assert key_counts(current) == Counter({(u, 0): 1 for u in by_uri})
+    assert set(current["status"].to_pylist()) == {"ok"}
