@@ -11,7 +11,10 @@ from urllib.parse import quote, unquote_to_bytes
 
 import pyarrow.fs as pafs
 
-from stam_core.storage import s3_filesystem, write_atomic  # the one S3 configuration and local write
+from stam_core.storage import (  # the one S3 configuration and local write
+    s3_filesystem,
+    write_atomic,
+)
 
 DEFAULT_EXTENSIONS = (
     ".mp4", ".m4v", ".mkv", ".webm", ".mov", ".avi", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".3gp",

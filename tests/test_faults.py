@@ -17,12 +17,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import VENV_BIN, wait_for
+from support.faultproxy import FaultProxy
 
 import stam_core.model
-from conftest import VENV_BIN, wait_for
 from jobs.table import LabelTable
 from jobs.tools.samples import make_sample_video
-from support.faultproxy import FaultProxy
 
 FIRST_COMMIT = "_delta_log/00000000000000000001.json"  # version 0 is the table's creation
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 ray = pytest.importorskip("ray")  # the GPU check runs the tests on a machine without Ray
 from ray.cluster_utils import Cluster
 

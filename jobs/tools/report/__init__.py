@@ -12,9 +12,22 @@ filtered by label, score and status in the page.
     strips   read_strip (thumbnails)                           cards, page  render_html, write_report
 """
 from jobs.tools.report.cards import LOW_CONFIDENCE
-from jobs.tools.report.chart import BAR_COLOUR, CHART_DPI, CHART_LABELS, label_figure, plot_png, write_plot
+from jobs.tools.report.chart import (
+    BAR_COLOUR,
+    CHART_DPI,
+    CHART_LABELS,
+    label_figure,
+    plot_png,
+    write_plot,
+)
 from jobs.tools.report.costs import CostLine, duration, format_costs, run_costs
-from jobs.tools.report.links import MAX_PRESIGN_EXPIRES, PRESIGN_EXPIRES, Presigner, s3_presigner, video_href
+from jobs.tools.report.links import (
+    MAX_PRESIGN_EXPIRES,
+    PRESIGN_EXPIRES,
+    Presigner,
+    s3_presigner,
+    video_href,
+)
 from jobs.tools.report.page import render_html, write_html, write_report
 from jobs.tools.report.strips import CLI_WORKERS, THUMB, Strip, read_strip
 from jobs.tools.report.summary import (
