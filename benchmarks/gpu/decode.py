@@ -50,10 +50,10 @@ def probe(path: str) -> dict:
     with av.open(path) as container:
         stream = container.streams.video[0]
         packets = [p for p in container.demux(stream) if p.size]
-        ctx = stream.codec_context
-        return {"bytes": os.path.getsize(path), "width": ctx.width, "height": ctx.height, "packets": len(packets),
+        codec = stream.codec_context
+        return {"bytes": os.path.getsize(path), "width": codec.width, "height": codec.height, "packets": len(packets),
                 "keyframes": sum(p.is_keyframe for p in packets),
-                "b_frames": bool(getattr(ctx, "has_b_frames", 0)) or any(
+                "b_frames": bool(getattr(codec, "has_b_frames", 0)) or any(
                     p.pts is not None and p.dts is not None and p.pts != p.dts for p in packets),
                 "kbit_s": round(8 * os.path.getsize(path) / 1e3 / float(stream.duration * stream.time_base), 1)
                 if stream.duration else None}

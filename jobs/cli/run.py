@@ -2,12 +2,17 @@
 exit 1 over --max-error-rate. The summary printing is shared with the demo."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from jobs.cli.errors import Failure
 from jobs.cli.options import config_option, run_options
 from jobs.config import JobConfig
 from jobs.errors import EXIT_TOO_MANY_ERRORS
+
+if TYPE_CHECKING:  # the run's modules load when it runs, not for --help
+    from jobs.runs import RunSummary
 
 
 def job_config(input_uri: str, output_uri: str, **opts) -> JobConfig:
@@ -41,7 +46,7 @@ def run_command(input_uri: str, output_uri: str, **opts) -> None:
     check_error_rate(summary, opts["max_error_rate"])
 
 
-def check_error_rate(summary, max_error_rate: float) -> None:
+def check_error_rate(summary: RunSummary, max_error_rate: float) -> None:
     """Exit 1 when every labelled video failed, or more than max_error_rate of them."""
     where = f"the rows are committed in {summary.output_uri}"
     if summary.processed and not summary.ok:
@@ -51,7 +56,7 @@ def check_error_rate(summary, max_error_rate: float) -> None:
                       f"above --max-error-rate {max_error_rate:.1%}; {where}", EXIT_TOO_MANY_ERRORS)
 
 
-def print_summary(summary) -> None:
+def print_summary(summary: RunSummary) -> None:
     """What a run prints at its end (stdout): counts, rate, error rate and kinds, cost, output."""
     rate = summary.processed / summary.elapsed_s if summary.elapsed_s else 0.0
     click.echo("")
@@ -61,17 +66,16 @@ def print_summary(summary) -> None:
         click.echo(f"error rate: {summary.error_rate:.1%} ({summary.error} of {summary.processed} labelled videos)")
     for kind, count in sorted(summary.error_kinds.items(), key=lambda kv: -kv[1])[:5]:
         click.echo(f"  {count:6d} x {kind}: e.g. {summary.error_examples.get(kind, '')[:160]}")
-    totals = getattr(summary, "totals", {}) or {}
-    if summary.processed and totals:
-        hours = (totals.get("footage_s") or 0) / 3600
-        per_hour = (f"; per hour of footage: {totals.get('decode_cpu_s', 0) / hours:.0f} decode CPU-s, "
-                    f"{totals.get('model_s', 0) / hours:.0f} model s") if hours else ""
-        click.echo(f"cost: decode {totals.get('decode_cpu_s', 0):.1f} CPU-s, model {totals.get('model_s', 0):.1f} s "
-                   f"for {summary.processed} videos ({(totals.get('footage_s') or 0) / 60:.1f} min of footage){per_hour}")
+    if summary.processed:
+        hours = summary.footage_s / 3600
+        per_hour = (f"; per hour of footage: {summary.decode_cpu_s / hours:.0f} decode CPU-s, "
+                    f"{summary.model_s / hours:.0f} model s") if hours else ""
+        click.echo(f"cost: decode {summary.decode_cpu_s:.1f} CPU-s, model {summary.model_s:.1f} s "
+                   f"for {summary.processed} videos ({summary.footage_s / 60:.1f} min of footage){per_hour}")
     click.echo(f"output: {summary.output_uri} ({summary.commits} commits)")
 
 
-def print_plan(summary) -> None:
+def print_plan(summary: RunSummary) -> None:
     """What --dry-run found: nothing was labelled or written."""
     click.echo(f"dry run: {summary.listed} videos listed, {summary.skipped} already labelled, "
                f"{summary.total} to label (about {summary.estimated_decode_cpu_h:.2f} CPU-hours of decoding)")
