@@ -1,6 +1,6 @@
 """Section 2 of the GPU check, the model alone: videos/s at each batch size, eager and compiled.
 
-Clips are already on the device; each pass is timed with torch.cuda.synchronize around it.
+Clips are already on the device; on CUDA each pass is timed with torch.cuda.synchronize around it.
 Precision agreement and the matmul probe are in precision.py.
 """
 from __future__ import annotations

@@ -10,7 +10,7 @@ codec and its options, encode the frames, flush). On top of it:
   B-frames, quality, preset, display rotation, variable frame rate, and a hook to draw on
   each frame (the tests draw the frame's index, tests/support/videogen.py).
 
-Imports only numpy, PyAV and Pillow: benchmarks/gpu_check.py runs where Ray and boto3 are not installed.
+Imports only numpy, PyAV and Pillow: benchmarks/gpu/ (the GPU check) runs where Ray and boto3 are not installed.
 """
 from __future__ import annotations
 
