@@ -31,7 +31,8 @@ def exp_skipset(table_uri: str, rows: int, path: str = "small", listing: dict | 
     import ray
 
     from jobs import plan
-    from jobs.table import LabelTable, done_filter
+    from jobs.plan import done_filter
+    from jobs.table import LabelTable
 
     ray.init(include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     from jobs.logs import quiet_ray
@@ -78,7 +79,7 @@ def small_plan_lowmem(listed_ds, table, done):
     import ray
 
     from jobs.plan import DONE_COLUMNS, PLAN_COLUMNS, PLAN_TYPES
-    from jobs.table import plain
+    from jobs.schema import plain
 
     refs = listed_ds.to_arrow_refs()
     listed = pa.concat_tables([plain(t) for t in ray.get(refs)])
@@ -111,7 +112,8 @@ def write_listings(table_uri: str, rows: int, folder: str) -> dict:
     import pyarrow.parquet as pq
 
     from jobs import plan
-    from jobs.table import LabelTable, plain
+    from jobs.schema import plain
+    from jobs.table import LabelTable
 
     current = plain(LabelTable(table_uri).read_current(["video_uri", "source_size", "source_version"]))
     current = current.sort_by("video_uri")

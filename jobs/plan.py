@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from jobs.schema import OPTION_ERROR_KINDS, RETRYABLE_ERROR_KINDS, plain
 from jobs.segments import video_row_index
-from jobs.table import DONE_COLUMNS, DONE_FILTER_COLUMNS, LabelTable, done_filter, plain
+from jobs.table import LabelTable
 
 log = logging.getLogger("stam_label")
 
@@ -30,6 +31,36 @@ LOCAL_PLAN_MAX_ROWS = 200_000
 MAX_BLOCKS = 100_000
 STREAM_ROWS = 50_000  # current rows read at a time by the driver-side plan  # Ray's per-block bookkeeping: beyond this, blocks grow instead
 JOIN_PARTITIONS_PER_CPU = 2
+
+DONE_COLUMNS = ("video_uri", "source_version")  # the skip test's join key
+# What done_filter reads. Filter after reading: delta-rs writes string_view columns, which a
+# scan-time filter against a plain string literal does not match.
+DONE_FILTER_COLUMNS = ("video_uri", "source_version", "weights_sha256", "mode", "segment_index", "status",
+                       "error_kind")
+
+
+def done_filter(weights_sha256: str | None, mode: str) -> pc.Expression:
+    """Current video-level rows that a run with these weights and mode need not redo.
+
+    Same weights and mode, and either ok or an error that is final for that source version.
+    The caller joins on (video_uri, source_version), so a changed file is labelled again.
+    Errors that depend on the run's options (too_large, not_allowed) are always tried again:
+    they cost a header read, and the options may have changed.
+    """
+    level = video_row_index(mode)
+    again = sorted(RETRYABLE_ERROR_KINDS | OPTION_ERROR_KINDS)
+    final = (pc.field("status") == "ok") | ~pc.field("error_kind").isin(again)
+    return ((pc.field("weights_sha256") == (weights_sha256 or "")) & (pc.field("mode") == mode)
+            & (pc.field("segment_index") == level) & final & pc.field("source_version").is_valid())
+
+
+def done_keys(table: LabelTable, weights_sha256: str | None, mode: str) -> set[tuple[str, str]]:
+    """(video_uri, source_version) pairs a run with these weights can skip (small tables, tests)."""
+    current = table.read_current(list(DONE_FILTER_COLUMNS))
+    if current is None:
+        return set()
+    current = current.filter(done_filter(weights_sha256, mode))
+    return set(zip(current["video_uri"].to_pylist(), current["source_version"].to_pylist()))
 
 
 @dataclass

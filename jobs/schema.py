@@ -1,4 +1,5 @@
-"""The output schema: the one definition of a label row (documented in the README)."""
+"""The output schema: the one definition of a label row (documented in the README), and the
+plain Arrow types its rows have when read back (``plain``)."""
 from __future__ import annotations
 
 import pyarrow as pa
@@ -81,3 +82,24 @@ def with_flat_columns(data):
 def _first(lists, type_: pa.DataType):
     lists = pc.if_else(pc.greater(pc.list_value_length(lists), 0), lists, pa.scalar(None, lists.type))
     return pc.list_element(lists, 0) if len(lists) and lists.null_count < len(lists) else pa.nulls(len(lists), type_)
+
+
+def plain_schema(schema: pa.Schema) -> pa.Schema:
+    """The table's schema with plain Arrow types (delta-rs writes string_view; readers want string)."""
+    return pa.schema([f.with_type(plain_type(f.type)) for f in schema], metadata=schema.metadata)
+
+
+def plain_type(type_: pa.DataType) -> pa.DataType:
+    if pa.types.is_string_view(type_) or pa.types.is_large_string(type_):
+        return pa.string()
+    if pa.types.is_binary_view(type_) or pa.types.is_large_binary(type_):
+        return pa.binary()
+    if pa.types.is_list(type_) or pa.types.is_large_list(type_) or pa.types.is_list_view(type_) \
+            or pa.types.is_fixed_size_list(type_):
+        return pa.list_(type_.value_field.with_type(plain_type(type_.value_type)))
+    return type_
+
+
+def plain(table: pa.Table) -> pa.Table:
+    """A table read from the data files, with plain Arrow types (see plain_type)."""
+    return table.cast(plain_schema(table.schema))

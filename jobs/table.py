@@ -37,8 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
-from jobs.schema import OPTION_ERROR_KINDS, RETRYABLE_ERROR_KINDS, with_flat_columns
-from jobs.segments import video_row_index
+from jobs.schema import plain_schema, with_flat_columns
 from jobs.storage import StorageError, put_bytes, resolve
 from stam_core.storage import s3_endpoint_and_region
 
@@ -249,14 +248,6 @@ class LabelTable:
         except OSError as exc:
             raise StorageError(f"{self.uri}: cannot read label table ({_short(exc)})") from exc
 
-    def done_keys(self, weights_sha256: str | None, mode: str) -> set[tuple[str, str]]:
-        """(video_uri, source_version) pairs a run with these weights can skip (small tables, tests)."""
-        table = self.read_current(list(DONE_FILTER_COLUMNS))
-        if table is None:
-            return set()
-        table = table.filter(done_filter(weights_sha256, mode))
-        return set(zip(table["video_uri"].to_pylist(), table["source_version"].to_pylist()))
-
     # ---- run records -------------------------------------------------------------------
     def write_run_record(self, run_id: str, record: dict) -> None:
         body = json.dumps(record, indent=2, sort_keys=True, default=str).encode()
@@ -300,28 +291,6 @@ class LabelTable:
         return removed
 
 
-DONE_COLUMNS = ("video_uri", "source_version")  # the skip test's join key
-# What done_filter reads. Filter after reading: delta-rs writes string_view columns, which a
-# scan-time filter against a plain string literal does not match.
-DONE_FILTER_COLUMNS = ("video_uri", "source_version", "weights_sha256", "mode", "segment_index", "status",
-                       "error_kind")
-
-
-def done_filter(weights_sha256: str | None, mode: str) -> pc.Expression:
-    """Current video-level rows that a run with these weights and mode need not redo.
-
-    Same weights and mode, and either ok or an error that is final for that source version.
-    The caller joins on (video_uri, source_version), so a changed file is labelled again.
-    Errors that depend on the run's options (too_large, not_allowed) are always tried again:
-    they cost a header read, and the options may have changed.
-    """
-    level = video_row_index(mode)
-    again = sorted(RETRYABLE_ERROR_KINDS | OPTION_ERROR_KINDS)
-    final = (pc.field("status") == "ok") | ~pc.field("error_kind").isin(again)
-    return ((pc.field("weights_sha256") == (weights_sha256 or "")) & (pc.field("mode") == mode)
-            & (pc.field("segment_index") == level) & final & pc.field("source_version").is_valid())
-
-
 def _last_per_key(rows: pa.Table) -> pa.Table:
     """One row per (video_uri, segment_index): a retried Ray task may deliver a row twice."""
     if rows.num_rows < 2:
@@ -331,27 +300,6 @@ def _last_per_key(rows: pa.Table) -> pa.Table:
     if len(last) == rows.num_rows:
         return rows
     return rows.take(pc.sort_indices(last))
-
-
-def plain_schema(schema: pa.Schema) -> pa.Schema:
-    """The table's schema with plain Arrow types (delta-rs writes string_view; readers want string)."""
-    return pa.schema([f.with_type(plain_type(f.type)) for f in schema], metadata=schema.metadata)
-
-
-def plain_type(type_: pa.DataType) -> pa.DataType:
-    if pa.types.is_string_view(type_) or pa.types.is_large_string(type_):
-        return pa.string()
-    if pa.types.is_binary_view(type_) or pa.types.is_large_binary(type_):
-        return pa.binary()
-    if pa.types.is_list(type_) or pa.types.is_large_list(type_) or pa.types.is_list_view(type_) \
-            or pa.types.is_fixed_size_list(type_):
-        return pa.list_(type_.value_field.with_type(plain_type(type_.value_type)))
-    return type_
-
-
-def plain(table: pa.Table) -> pa.Table:
-    """A table read from the data files, with plain Arrow types (see plain_type)."""
-    return table.cast(plain_schema(table.schema))
 
 
 def _sql_literal(text: str) -> str:

@@ -10,6 +10,7 @@ import time
 import pyarrow as pa
 import pytest
 
+from jobs.plan import done_keys
 from jobs.runs import RunRecord, reap_dead_runs
 from jobs.schema import output_schema
 from jobs.table import LabelTable
@@ -58,10 +59,10 @@ def test_commits_replace_whole_videos_and_skip_keys(table):
     assert len(now) == 3
     assert now[("a", 0)]["label"] == "x" and now[("a", 0)]["score"] == pytest.approx(0.7)
     # A final error (format_error) is skipped for the same version; a retryable one is not.
-    assert table.done_keys("w1", "video") == {("a", "1:9"), ("b", "2:2"), ("c", "3:3")}
-    assert table.done_keys("other-weights", "video") == set()
+    assert done_keys(table, "w1", "video") == {("a", "1:9"), ("b", "2:2"), ("c", "3:3")}
+    assert done_keys(table, "other-weights", "video") == set()
     table.commit(rows("r3", ("c", "error", "timeout", "3:3")), run_id="r3", seq=1)
-    assert ("c", "3:3") not in table.done_keys("w1", "video")
+    assert ("c", "3:3") not in done_keys(table, "w1", "video")
     # History: every commit is a version.
     assert len(table.snapshot().history()) >= 4
 
