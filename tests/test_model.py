@@ -200,6 +200,18 @@ def test_predict_is_softmax_of_forward_and_the_features(tiny_model, precision):
         tiny_model.predict(torch.zeros(2, 16, 3, 224, 224))
 
 
+def test_predict_takes_the_decoders_uint8_frames(tiny_model):
+    """What the Labeler passes: uint8 [B, T, H, W, 3], read-only (a view of an Arrow batch)."""
+    frames = np.random.default_rng(3).integers(0, 256, (2, 8, 224, 224, 3), dtype=np.uint8)
+    frames.flags.writeable = False
+    tiny_model.set_precision("fp32")
+    probs, embeddings = tiny_model.predict(frames)
+    expected_probs, expected_embeddings = tiny_model.predict(precision.clips_to_tensor(frames, tiny_model.device))
+    assert torch.equal(probs, expected_probs) and torch.equal(embeddings, expected_embeddings)
+    with pytest.raises(ValueError, match="uint8"):
+        tiny_model.predict(frames.astype(np.float32))
+
+
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_low_precision_is_close_to_fp32_and_returns_float32(tiny_model, precision):
     clips = tiny_clips(4)

@@ -28,7 +28,7 @@ class Labeler:
                  model_name: str, run_id: str, mode: str, embeddings: bool, probs: bool, threads: int | None):
         import torch
 
-        from stam_core.model import clips_to_tensor, load_model
+        from stam_core.model import load_model
 
         if not torch.cuda.is_available():
             # Ray pins OMP threads to the actor's CPU share; on a CPU node the model should use
@@ -36,7 +36,6 @@ class Labeler:
             torch.set_num_threads(threads or os.cpu_count() or 1)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = load_model(weights, device=device, precision=precision, sha256=sha256)
-        self.clips_to_tensor = clips_to_tensor
         self.top_k = min(top_k, self.model.num_classes)
         self.class_names = np.asarray(class_names, dtype=object)
         self.output = output_schema(self.model.embed_dim if embeddings else 0, probs)
@@ -79,7 +78,7 @@ class Labeler:
         """Probabilities and embeddings of the decoded clips (float32, on the host)."""
         if not len(frames):
             return np.zeros((0, self.model.num_classes), np.float32), np.zeros((0, self.model.embed_dim), np.float32)
-        probs, embeds = self.model.predict(self.clips_to_tensor(frames, self.model.device))
+        probs, embeds = self.model.predict(frames)
         return probs.cpu().numpy(), embeds.cpu().numpy()  # .cpu() waits for the GPU: the time is the model's
 
     def _top_k(self, probs: np.ndarray, ok: np.ndarray) -> dict[str, pa.Array]:

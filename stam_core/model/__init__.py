@@ -9,7 +9,12 @@ Layout: ``network`` (STAMConfig, STAM, create_model, the official key names), ``
 official-format state dicts) and ``checkpoint`` (load_model, save_checkpoint,
 read_checkpoint_info) on top.
 """
-from stam_core.model.checkpoint import CheckpointInfo, load_model, read_checkpoint_info, save_checkpoint
+from stam_core.model.checkpoint import (
+    CheckpointInfo,
+    load_model,
+    read_checkpoint_info,
+    save_checkpoint,
+)
 from stam_core.model.network import (
     MODEL_CONFIGS,
     STAM,

@@ -19,7 +19,12 @@ import torch
 from stam_core.errors import CheckpointError
 from stam_core.model.network import STAM, module_to_official
 from stam_core.model.precision import check_precision
-from stam_core.model.state_dict import check_state, map_state_dict, model_from_state, read_state_dict
+from stam_core.model.state_dict import (
+    check_state,
+    map_state_dict,
+    model_from_state,
+    read_state_dict,
+)
 from stam_core.storage import atomic_output
 from stam_core.weights import RELEASES, check_sha256, file_sha256, locate, release_pin
 

@@ -25,11 +25,16 @@ import logging
 from functools import partial
 from typing import Any, Optional, Union
 
+import numpy as np
 import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from stam_core.model.precision import AUTOCAST_DTYPES, resolve_precision
+from stam_core.model.precision import (
+    AUTOCAST_DTYPES,
+    clips_to_tensor,
+    resolve_precision,
+)
 
 log = logging.getLogger(__name__)
 
@@ -156,9 +161,15 @@ class STAM(nn.Module):
         with self._inference():
             return self._encode(clips).float()
 
-    def predict(self, clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """[B, T, 3, H, W] floats in [0, 1] -> (float32 class probabilities [B, num_classes],
-        float32 video embeddings [B, embed_dim]), on the model's device: one pass for both."""
+    def predict(self, clips: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Clips -> (float32 class probabilities [B, num_classes], float32 video embeddings
+        [B, embed_dim]), on the model's device: one pass for both.
+
+        clips: [B, T, 3, H, W] floats in [0, 1] on the model's device, or the decoder's uint8
+        frames [B, T, H, W, 3] as a numpy array (converted here with ``clips_to_tensor``).
+        """
+        if isinstance(clips, np.ndarray):
+            clips = clips_to_tensor(clips, self.device)
         clips = self._check(clips)
         with self._inference():
             embeddings = self._encode(clips)
