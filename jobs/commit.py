@@ -47,6 +47,14 @@ class Counts:
     def processed(self) -> int:
         return self.ok + self.error
 
+    def add(self, other: "Counts") -> None:
+        """Add the videos, rows and errors of ``other`` (a committed batch's tally)."""
+        self.ok, self.error, self.rows = self.ok + other.ok, self.error + other.error, self.rows + other.rows
+        self.footage_s += other.footage_s
+        for kind, count in other.error_kinds.items():
+            self.error_kinds[kind] = self.error_kinds.get(kind, 0) + count
+            self.error_examples.setdefault(kind, other.error_examples[kind])
+
     @property
     def totals(self) -> dict:
         """Per-stage cost, as the run record stores it."""
@@ -65,7 +73,8 @@ class Committer:
         self.on_videos = on_videos
         self.counts = counts if counts is not None else Counts()  # the run's summary, or its own
         self.seq = 0
-        self._pending: list[pa.Table] = []
+        self._pending: list[tuple[pa.Table, Counts]] = []  # rows not committed yet, and their tally
+        self._arrived = 0  # videos whose rows arrived (committed or not): the rate's basis
         self._pending_rows = 0
         self._last_commit = time.monotonic()
 
@@ -84,22 +93,27 @@ class Committer:
                 self.add(pa.Table.from_pylist(finished, schema=self.schema))
         else:
             self.add(rows)
-        self.counts.output_times.append((time.time(), self.counts.processed))
+        self.counts.output_times.append((time.time(), self._arrived))
 
     def add(self, rows: pa.Table) -> None:
-        """Whole videos' rows in the output schema."""
-        self._count(rows)
-        self._pending.append(rows)
+        """Whole videos' rows in the output schema. They count once their commit succeeds."""
+        tally = self._tally(rows)
+        self._pending.append((rows, tally))
         self._pending_rows += rows.num_rows
+        self._arrived += tally.processed
+        if self.on_videos is not None and tally.processed:
+            self.on_videos(tally.ok, tally.error)
         if self._pending_rows >= self.commit_every or time.monotonic() - self._last_commit >= self.commit_interval_s:
             self.flush()
 
     def flush(self) -> CommitResult | None:
         if not self._pending:
             return None
-        rows = pa.concat_tables(self._pending)
+        rows = pa.concat_tables([pending for pending, _ in self._pending])
         self.seq += 1
         result = self.table.commit(rows, run_id=self.run_id, seq=self.seq)
+        for _, tally in self._pending:
+            self.counts.add(tally)
         self._pending.clear()
         self._pending_rows = 0
         self._last_commit = time.monotonic()
@@ -117,26 +131,22 @@ class Committer:
                             sum(1 for r in leftovers if r["segment_index"] == VIDEO_LEVEL))
                 self.add(pa.Table.from_pylist(leftovers, schema=self.schema))
 
-    def _count(self, rows: pa.Table) -> None:
-        counts = self.counts
-        counts.rows += rows.num_rows
-        ok = error = 0
+    def _tally(self, rows: pa.Table) -> Counts:
+        """The videos (their video-level rows) and rows in ``rows``."""
+        tally = Counts(rows=rows.num_rows)
         for index, status, kind, message, duration in zip(
                 rows["segment_index"].to_pylist(), rows["status"].to_pylist(), rows["error_kind"].to_pylist(),
                 rows["error"].to_pylist(), rows["duration_s"].to_pylist()):
             if index != self.level:
                 continue
             if status == "ok":
-                ok += 1
-                counts.footage_s += duration or 0.0
+                tally.ok += 1
+                tally.footage_s += duration or 0.0
             else:
-                error += 1
-                counts.error_kinds[kind] = counts.error_kinds.get(kind, 0) + 1
-                counts.error_examples.setdefault(kind, message)
-        counts.ok += ok
-        counts.error += error
-        if self.on_videos is not None and (ok or error):
-            self.on_videos(ok, error)
+                tally.error += 1
+                tally.error_kinds[kind] = tally.error_kinds.get(kind, 0) + 1
+                tally.error_examples.setdefault(kind, message)
+        return tally
 
 
 def reconcile(committer: Committer, plan, *, mode: str, batch_rows: int) -> int:

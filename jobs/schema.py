@@ -30,7 +30,7 @@ BASE_FIELDS = [
     pa.field("decoder", pa.string()),
     pa.field("resize", pa.string()),  # "exact" (the official PIL transform) or "fast" (swscale)
     pa.field("decode_cpu_ms", pa.float32()),  # CPU time the decode worker spent on this clip
-    # What the decoder survived (e.g. "64 undecodable packets between 2.4 s and 7.5 s"); empty when clean.
+    # What the decoder survived (e.g. "64 undecodable packets between 2.4 s and 7.5 s"); null when clean.
     pa.field("warnings", pa.list_(pa.string())),
     pa.field("source_size", pa.int64()),
     pa.field("source_version", pa.string()),  # "size:mtime_ns" at listing time

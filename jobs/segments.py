@@ -15,6 +15,10 @@ import pyarrow as pa
 
 MIN_LAST_FRACTION = 0.5
 VIDEO_LEVEL = -1
+# What a video-level row takes from its windows: who labelled which file, and (when ok) the stream.
+VIDEO_IDENTITY = ("video_uri", "mode", "source_size", "source_version", "model", "weights_sha256", "precision",
+                  "run_id")
+DECODER_FACTS = ("fps", "width", "height", "codec", "decoder", "resize")
 
 
 def video_row_index(mode: str) -> int:
@@ -82,12 +86,18 @@ class VideoLevel:
         return windows + [self._video_row(windows, state["probs"], state["expected"])]
 
     def _video_row(self, rows: list[dict], probs: dict[int, list], expected: int) -> dict:
+        """The video-level row: what the video's windows say about the whole video.
+
+        It takes the run's identity fields from a window, never a window's bounds or decode
+        facts: the row covers 0..duration when a window decoded, and has no bounds otherwise.
+        """
         first = rows[0]
         ok = [r for r in rows if r["status"] == "ok"]
-        video = dict(first)
-        video.update(segment_index=VIDEO_LEVEL, segment_start_s=0.0, frame_indices=None, frame_timestamps=None,
-                     embedding=None, probs=None, labels=None, scores=None, class_ids=None, warnings=None,
-                     labelled_at=max(r["labelled_at"] for r in rows))
+        video = dict.fromkeys(first)  # every column, null unless set below
+        video.update({key: first[key] for key in VIDEO_IDENTITY if key in first})
+        duration = max((r["duration_s"] for r in ok if r["duration_s"] is not None), default=None)
+        video.update(segment_index=VIDEO_LEVEL, labelled_at=max(r["labelled_at"] for r in rows),
+                     segment_start_s=None if duration is None else 0.0, segment_end_s=duration, duration_s=duration)
         missing = sorted(set(range(expected)) - {r["segment_index"] for r in rows})
         if missing:
             shown = ", ".join(map(str, missing[:20])) + (" ..." if len(missing) > 20 else "")
@@ -96,18 +106,16 @@ class VideoLevel:
                                f"from their Ray tasks (windows {shown}); the next run labels the video again")
             return video
         if not ok:
-            failed = rows[0]
-            video.update(status="error", error=failed["error"], error_kind=failed["error_kind"])
+            video.update(status="error", error=first["error"], error_kind=first["error_kind"])
             return video
         mean = np.mean([probs[r["segment_index"]] for r in ok], axis=0)
         top = np.argsort(-mean, kind="stable")[: self.top_k]
-        duration = max((r["duration_s"] for r in ok if r["duration_s"] is not None), default=None)
-        video.update(status="ok", error=None, error_kind=None, labels=[self.class_names[i] for i in top],
+        video.update(status="ok", labels=[self.class_names[i] for i in top],
                      scores=mean[top].astype(np.float32).tolist(), class_ids=top.tolist(),
-                     segment_end_s=duration, duration_s=duration, probs=mean.astype(np.float32).tolist())
+                     probs=mean.astype(np.float32).tolist())
+        for key in DECODER_FACTS:  # the same decoder and stream for every window
+            video[key] = ok[0][key]
         if self.embeddings:
             video["embedding"] = np.mean([r["embedding"] for r in ok], axis=0).astype(np.float32).tolist()
-        for key in ("fps", "width", "height", "codec", "decoder"):
-            video[key] = ok[0][key]
         return video
 

@@ -28,7 +28,7 @@ def window_rows(uri, probs_list, statuses):
     return pa.Table.from_pylist([
         {"video_uri": uri, "segment_index": i, "status": st, "error": None if st == "ok" else "bad",
          "error_kind": None if st == "ok" else "format_error", "duration_s": 30.0, "fps": 25.0, "width": 64,
-         "height": 48, "codec": "h264", "decoder": "pyav", "labelled_at": at, "segment_start_s": 10.0 * i,
+         "height": 48, "codec": "h264", "decoder": "pyav", "resize": "exact", "labels": None, "labelled_at": at, "segment_start_s": 10.0 * i,
          "segment_end_s": 10.0 * i + 10, "num_segments": len(probs_list), "window_probs": p}
         for i, (p, st) in enumerate(zip(probs_list, statuses))])
 
@@ -69,3 +69,17 @@ def test_all_failed_windows_make_an_error_and_missing_windows_make_the_video_inc
     assert [w["segment_index"] for w in windows] == [0, 2]
     assert partial["status"] == "error" and partial["error_kind"] == "incomplete" and partial["labels"] is None
     assert "1 of 3 windows" in partial["error"] and "windows 1" in partial["error"]
+
+
+def test_the_video_row_takes_no_windows_bounds_or_decode_facts():
+    """Not the first window's end, duration or decode time: the whole video's, or nothing."""
+    agg = VideoLevel(["a", "b"], top_k=1)
+    rows = window_rows("v", [[0.9, 0.1], [0.2, 0.8]], ["ok", "ok"]).append_column(
+        "decode_cpu_ms", pa.array([5.0, 6.0], pa.float32()))
+    *_, video = feed(agg, rows)
+    assert (video["segment_start_s"], video["segment_end_s"], video["duration_s"]) == (0.0, 30.0, 30.0)
+    assert video["decode_cpu_ms"] is None and (video["codec"], video["width"]) == ("h264", 64)
+    failed = window_rows("w", [None, None], ["error", "error"])
+    *_, video = feed(agg, failed)
+    assert video["status"] == "error"
+    assert all(video[k] is None for k in ("segment_start_s", "segment_end_s", "duration_s", "fps", "codec"))

@@ -161,3 +161,28 @@ def test_run_records_heartbeat_and_dead_runs(tmp_path, caplog):
     live.finish("completed", counts={"ok": 1})
     saved = json.loads((tmp_path / "out" / "_runs" / "live.json").read_text())
     assert saved["status"] == "completed" and saved["counts"] == {"ok": 1}
+
+
+def test_videos_count_once_their_commit_succeeds(tmp_path):
+    """A run's counts (and its "N videos committed" message) never include rows a failed commit lost."""
+    from jobs.commit import Committer
+    from jobs.table import CommitError
+
+    table = LabelTable(str(tmp_path / "out"))
+    table.ensure_created(output_schema())
+    committer = Committer(table, run_id="r1", schema=output_schema(), commit_every=100, commit_interval_s=3600,
+                          video_level=None)
+    committer.add(rows("r1", ("a", "ok", None, "1:1"), ("b", "error", "format_error", "2:2")))
+    assert committer.counts.processed == 0  # queued, not committed
+    committer.flush()
+    assert (committer.counts.ok, committer.counts.error, committer.counts.rows) == (1, 1, 2)
+    assert committer.counts.error_kinds == {"format_error": 1}
+
+    def storage_down(*args, **kwargs):
+        raise CommitError("storage down")
+
+    table.commit = storage_down
+    committer.add(rows("r1", ("c", "ok", None, "3:3")))
+    with pytest.raises(CommitError):
+        committer.flush()
+    assert (committer.counts.ok, committer.counts.error, committer.counts.rows) == (1, 1, 2)
