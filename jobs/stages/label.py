@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobs.schema import output_schema, with_flat_columns
+from jobs.schema import output_schema
 from jobs.stages.decode import node_id
 from jobs.stages.records import DECODE_INFO, FACTS, labelled_schema, ok_frames
 
@@ -55,7 +55,7 @@ class Labeler:
         n = len(ok)
         top = self._top_k(probs, ok)
         columns = {name: batch[name] for name in PASSED_THROUGH}
-        columns.update(top, **self._segment_bounds(batch, ok))
+        columns.update(top, **_segment_bounds(batch, ok))
         columns["status"] = pa.array(np.where(ok, "ok", "error"))
         columns["labelled_at"] = pa.array([dt.datetime.now(dt.timezone.utc)] * n, pa.timestamp("us", tz="UTC"))
         probs_rows = _per_ok_row(probs, ok) if self.windowed or "probs" in self.output.names else None
@@ -70,9 +70,9 @@ class Labeler:
             model_s=pa.array(np.full(n, model_s / max(n, 1))),  # the row's share of the batch
             num_segments=batch["num_segments"],
             window_probs=probs_rows if self.windowed else pa.nulls(n, FACTS.field("window_probs").type))
+        # label/score are derived from labels/scores in one place, when the table commits the rows.
         columns.update(label=pa.nulls(n, pa.string()), score=pa.nulls(n, pa.float32()))
-        table = pa.table([columns[f.name].cast(f.type) for f in self.schema], schema=self.schema)
-        return with_flat_columns(table)
+        return pa.table([columns[f.name].cast(f.type) for f in self.schema], schema=self.schema)
 
     def _predict(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities and embeddings of the decoded clips (float32, on the host)."""
@@ -88,15 +88,6 @@ class Labeler:
                 "scores": _per_ok_row(np.take_along_axis(probs, top, axis=1), ok),
                 "class_ids": _per_ok_row(top, ok, pa.int32())}
 
-    def _segment_bounds(self, batch: pa.Table, ok: np.ndarray) -> dict[str, pa.Array]:
-        """Window bounds as requested (the end clipped to the video); whole-video rows span 0..duration."""
-        ok_mask = pa.array(ok)
-        duration = batch["duration_s"]
-        start = pc.coalesce(batch["start_s"], pc.if_else(ok_mask, 0.0, pa.scalar(None, pa.float64())))
-        clipped = pc.if_else(ok_mask, pc.min_element_wise(batch["end_s"], duration), batch["end_s"])
-        end = pc.if_else(pc.is_null(batch["end_s"]), duration, clipped)
-        return {"segment_start_s": start, "segment_end_s": end}
-
 
 def _per_ok_row(values: np.ndarray, ok: np.ndarray, value_type: pa.DataType = pa.float32()) -> pa.Array:
     """A list per row from the ok rows' values [n_ok, d], in order; null on the rows that failed."""
@@ -104,3 +95,13 @@ def _per_ok_row(values: np.ndarray, ok: np.ndarray, value_type: pa.DataType = pa
     offsets = np.concatenate([[0], np.cumsum(np.where(ok, width, 0))]).astype(np.int32)
     flat = pa.array(values.reshape(-1), type=value_type)
     return pa.ListArray.from_arrays(pa.array(offsets), flat, mask=pa.array(~ok))
+
+
+def _segment_bounds(batch: pa.Table, ok: np.ndarray) -> dict[str, pa.Array]:
+    """Window bounds as requested (the end clipped to the video); whole-video rows span 0..duration."""
+    ok_mask = pa.array(ok)
+    duration = batch["duration_s"]
+    start = pc.coalesce(batch["start_s"], pc.if_else(ok_mask, 0.0, pa.scalar(None, pa.float64())))
+    clipped = pc.if_else(ok_mask, pc.min_element_wise(batch["end_s"], duration), batch["end_s"])
+    end = pc.if_else(pc.is_null(batch["end_s"]), duration, clipped)
+    return {"segment_start_s": start, "segment_end_s": end}
