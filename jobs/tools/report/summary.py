@@ -48,7 +48,7 @@ def load(output_uri: str, columns: list[str] = READ_COLUMNS) -> tuple[pa.Table, 
     table = label_table.read_current(columns)
     if table is None or table.num_rows == 0:
         raise ReportError(f"{output_uri}: no committed label rows")
-    return table, summarize(output_uri, table, label_table.read_manifests())
+    return table, summarize(output_uri, table, label_table.read_run_records())
 
 
 def summarize(output_uri: str, table: pa.Table, runs: list[dict]) -> TableSummary:
