@@ -69,7 +69,7 @@ def main() -> None:
 
         path = str(root / "no_checkpoints")
         start = time.perf_counter()
-        optimize(path, vacuum_hours=None)
+        optimize(path)
         result["optimize_s"] = round(time.perf_counter() - start, 1)
         result["after_optimize_log_files"] = len(os.listdir(Path(path) / "_delta_log"))
         result["after_optimize_open_s"] = open_s(path)

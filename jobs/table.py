@@ -56,7 +56,7 @@ KEY = ("video_uri", "segment_index")
 CHECKPOINT_INTERVAL = 100  # versions between Delta checkpoints (opening reads one + at most 99 JSON files)
 # Files a commit writes (its rows and the rows it copies): about a commit's worth of rows, so
 # the next commit of a relabel in URI order copies at most one such file, not a large one again.
-REWRITE_FILE_BYTES = 1 << 20
+REWRITE_FILE_BYTES = 256 << 10
 
 
 class CommitError(Exception):
