@@ -18,12 +18,15 @@ COMPACT_BYTES = 32 << 20  # jobs.tools.maintenance.TARGET_FILE_BYTES
 ROW_GROUP_ROWS = 128 * 1024  # jobs.tools.maintenance.ROW_GROUP_ROWS (as a literal: older checkouts lack it)
 
 
-def uri(n) -> str:
-    return f"s3://bucket/videos/{n:09d}.mp4"
+PREFIX = "s3://bucket/videos/"
+
+
+def uri(n, prefix: str = PREFIX) -> str:
+    return f"{prefix}{n:09d}.mp4"
 
 
 def synth_rows(numbers: np.ndarray, *, run_id: str = "20260101T000000Z-000000", sha: str = SHA,
-               versions: list | None = None, seed: int = 0) -> pa.Table:
+               versions: list | None = None, seed: int = 0, prefix: str = PREFIX) -> pa.Table:
     """Whole-video 'ok' rows (output_schema, flat columns filled) for the given video numbers."""
     from jobs.schema import output_schema, with_flat_columns
     from stam_core import KINETICS400_CLASSES
@@ -46,7 +49,7 @@ def synth_rows(numbers: np.ndarray, *, run_id: str = "20260101T000000Z-000000", 
         versions = [f"{s}:{1_700_000_000_000_000_000 + int(i)}" for s, i in zip(sizes, numbers)]
     now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
     cols = {
-        "video_uri": pa.array([uri(int(i)) for i in numbers], pa.string()),
+        "video_uri": pa.array([uri(int(i), prefix) for i in numbers], pa.string()),
         "mode": pa.array(["video"] * n), "segment_index": pa.array(np.zeros(n, np.int32)),
         "segment_start_s": pa.array(np.zeros(n)), "segment_end_s": pa.array(duration),
         "status": pa.array(["ok"] * n), "error": pa.nulls(n, pa.string()), "error_kind": pa.nulls(n, pa.string()),
@@ -67,7 +70,7 @@ def synth_rows(numbers: np.ndarray, *, run_id: str = "20260101T000000Z-000000", 
 
 
 def build_table(table_uri: str, rows: int, layout: str, storage_options=None, chunk: int = 200_000,
-                sha: str = SHA, versions=None) -> float:
+                sha: str = SHA, versions=None, prefix: str = PREFIX) -> float:
     """A sorted table of `rows` videos (numbers 0, STEP, ...) in big appends; returns seconds."""
     from deltalake import write_deltalake
 
@@ -76,7 +79,7 @@ def build_table(table_uri: str, rows: int, layout: str, storage_options=None, ch
     if layout == "compacted":  # one streaming write: files up to 128 MB, as optimize leaves them
         def batches():
             for lo in range(0, rows, chunk):
-                part = synth_rows(numbers[lo:lo + chunk], sha=sha, seed=lo,
+                part = synth_rows(numbers[lo:lo + chunk], sha=sha, seed=lo, prefix=prefix,
                                   versions=None if versions is None else versions[lo:lo + chunk])
                 yield from part.to_batches()
 
