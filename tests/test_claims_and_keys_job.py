@@ -89,3 +89,47 @@ def test_s3_keys_with_dot_and_double_slash_are_read_exactly(local_s3, tmp_path, 
         assert junk["status"] == "error" and junk["error_kind"] == "format_error" and junk["error"].startswith(uri)
     requests = local_s3.request_log()
     assert "GET /inb/uni/./dot.mp4 " in requests and "GET /inb/uni//double.mp4 " in requests
+
+
+def test_the_exact_key_reader(local_s3):
+    import io
+
+    import numpy as np
+
+    import stam_core
+    from jobs.stages.sources import open_video
+
+    local_s3.create_bucket("exactkeys")
+    s3 = local_s3.client()
+    data = np.random.default_rng(0).integers(0, 256, 3_000_000, dtype=np.uint8).tobytes()
+    s3.put_object(Bucket="exactkeys", Key="a//b.mp4", Body=data)
+    s3.put_object(Bucket="exactkeys", Key="a/b.mp4", Body=b"another object")
+    uri = "s3://exactkeys/a//b.mp4"
+    with open_video(uri) as f:
+        assert isinstance(f, io.BufferedReader) and f.name == uri
+        f.seek(2_500_000)
+        assert f.read(100) == data[2_500_000:2_500_100]
+        assert f.seek(0, io.SEEK_END) == len(data)
+    # Replaced while it is read: the next ranged GET fails instead of mixing two objects.
+    with open_video(uri) as f:
+        f.read(10)
+        s3.put_object(Bucket="exactkeys", Key="a//b.mp4", Body=data[::-1])
+        f.seek(2_000_000)
+        with pytest.raises(OSError, match="changed while it was read"):
+            f.read(10)
+    # Errors name the key as listed, not "<file object ...>".
+    with pytest.raises(stam_core.VideoNotFoundError) as missing:
+        with open_video("s3://exactkeys/a/./gone.mp4"):
+            pass
+    assert missing.value.source == "s3://exactkeys/a/./gone.mp4"
+    s3.put_object(Bucket="exactkeys", Key="a/./junk.mp4", Body=b"not a video\n" * 100)
+    with pytest.raises(stam_core.VideoFormatError) as junk:
+        with open_video("s3://exactkeys/a/./junk.mp4") as source:
+            stam_core.read_clip(source, timeout=30)
+    assert junk.value.source == "s3://exactkeys/a/./junk.mp4" and str(junk.value).startswith("s3://exactkeys/a/./")
+    # pyarrow would ask for another key (a/b.mp4 here): stam_core refuses rather than read it.
+    with pytest.raises(ValueError, match="cannot read a key with an empty"):
+        stam_core.read_clip(uri, timeout=None)
+    # An ordinary key keeps the pyarrow path (the URI itself goes to the decoder).
+    with open_video("s3://exactkeys/a/b.mp4") as source:
+        assert source == "s3://exactkeys/a/b.mp4"
