@@ -158,7 +158,7 @@ def _dataset(config: JobConfig, work, info, class_names, model_name: str, run_id
         ds = ds.map_batches(  # a video per task: each becomes many windows, decoded videos_per_task at a time
             expand_windows, batch_size=1, batch_format="pyarrow", concurrency=decode_concurrency, **decode_args,
             fn_kwargs={"window": config.window_s, "stride": config.stride_s, "timeout": config.decode_timeout,
-                       "max_pixels": config.max_pixels},
+                       "max_pixels": config.max_pixels, "max_windows": config.max_windows},
         )
     ds = ds.map_batches(
         decode_videos, batch_size=config.videos_per_task, batch_format="pyarrow",

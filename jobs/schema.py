@@ -46,9 +46,9 @@ PROBS_FIELD = pa.field("probs", pa.list_(pa.float32()))
 # Error kinds worth another try on the next run; others are final for that source version.
 RETRYABLE_ERROR_KINDS = frozenset({"read_error", "timeout", "decoder_crash", "lost", "not_found", "incomplete",
                                    "out_of_memory", "list_error"})
-# Error kinds that depend on the run's options (--max-pixels, --allow-local-paths): every run
+# Error kinds that depend on the run's options (--max-pixels, --allow-local-paths, --max-windows): every run
 # tries them again (a header read or a check), so a run with other options gets its answer.
-OPTION_ERROR_KINDS = frozenset({"too_large", "not_allowed"})
+OPTION_ERROR_KINDS = frozenset({"too_large", "not_allowed", "too_long"})
 
 
 def output_schema(embedding_dim: int = 0, probs: bool = False) -> pa.Schema:
