@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
-from jobs.schema import plain_schema, with_flat_columns
+from jobs.schema import HUMAN_COLUMNS, keep_human_columns, plain_schema, with_flat_columns
 from jobs.storage import StorageError, put_bytes, resolve
 from stam_core.storage import s3_endpoint_and_region
 
@@ -168,7 +168,8 @@ class LabelTable:
                 done = table.transaction_version(run_id)
                 if done is not None and done >= seq:
                     return CommitResult(None, rows.num_rows, tries=tries)  # landed; its answer was lost
-                metrics = self._merge(table, rows, run_id, seq)
+                # The human review of these videos survives their relabelling (read on this snapshot).
+                metrics = self._merge(table, keep_human_columns(rows, self._reviewed(table, rows)), run_id, seq)
                 return CommitResult(self._snapshot().version(), rows.num_rows,
                                     rewritten_rows=int(metrics.get("num_target_rows_copied", 0)), tries=tries)
             except (SchemaMismatchError, DeltaProtocolError) as exc:
@@ -198,6 +199,17 @@ class LabelTable:
                 # The replaced videos' rows the batch does not have (stale windows).
                 .when_not_matched_by_source_delete(predicate=f"t.video_uri IN ({videos})")
                 .execute())
+
+    def _reviewed(self, table, rows: pa.Table) -> pa.Table | None:
+        """The current human columns of the videos in ``rows`` that have been reviewed."""
+        schema = plain_schema(pa.schema(table.schema().to_arrow()))
+        if "human_label" not in schema.names:
+            return None  # a table from before the review columns: nothing to keep
+        dataset = pads.dataset([_fs_path(u) for u in table.file_uris()], schema=schema, format="parquet",
+                               filesystem=self.fs)
+        videos = pc.unique(rows["video_uri"])
+        return dataset.to_table(columns=["video_uri", *HUMAN_COLUMNS],
+                                filter=pc.field("video_uri").isin(videos) & pc.field("human_label").is_valid())
 
     def _snapshot(self, version: int | None = None):
         from deltalake import DeltaTable
