@@ -207,9 +207,9 @@ class LabelTable:
             return None  # a table from before the review columns: nothing to keep
         dataset = pads.dataset([_fs_path(u) for u in table.file_uris()], schema=schema, format="parquet",
                                filesystem=self.fs)
-        videos = pc.unique(rows["video_uri"])
-        return dataset.to_table(columns=["video_uri", *HUMAN_COLUMNS],
-                                filter=pc.field("video_uri").isin(videos) & pc.field("human_label").is_valid())
+        # Filtered by video in memory: a pushed-down string filter meets the files' string_view statistics.
+        reviewed = dataset.to_table(columns=["video_uri", *HUMAN_COLUMNS], filter=pc.field("human_label").is_valid())
+        return reviewed.filter(pc.is_in(reviewed["video_uri"], value_set=pc.unique(rows["video_uri"])))
 
     def _snapshot(self, version: int | None = None):
         from deltalake import DeltaTable

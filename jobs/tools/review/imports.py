@@ -6,7 +6,8 @@ is not in the table, or one video given two different labels is a problem. With 
 import writes nothing (ReviewError listing them), unless ``skip_invalid``: then they are
 reported and skipped and the rest is imported. What is imported lands in one Delta transaction
 that touches only the files holding those videos (a literal ``video_uri IN (...)`` predicate)
-and sets only the human columns, ``label`` and ``label_source`` of each video's own row.
+and sets only the human columns, ``label`` and ``label_source`` of each video's own row (a
+table made before these columns existed gains them first: _add_human_columns).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobs.schema import HUMAN_FIELDS
+from jobs.schema import HUMAN_FIELDS, LABEL_SOURCE_FIELD
 from jobs.storage import StorageError, resolve
 from jobs.table import LabelTable
 from jobs.tools.report.summary import video_level
@@ -129,10 +130,11 @@ def _commit(label_table: LabelTable, source: pa.Table, path: str) -> int:
     columns = [c for c in source.column_names if c not in ("video_uri", "segment_index")]
     properties = CommitProperties(custom_metadata={"stam_label.operation": "import-reviews",
                                                    "stam_label.reviews": os.path.basename(path)})
+    _add_human_columns(label_table)
     for attempt in range(1, COMMIT_TRIES + 1):
         table = label_table.snapshot()
         try:
-            (table.merge(source, source_alias="s", target_alias="t", merge_schema=True,
+            (table.merge(source, source_alias="s", target_alias="t",
                                    predicate="t.video_uri = s.video_uri AND t.segment_index = s.segment_index "
                                              f"AND t.video_uri IN ({videos})",
                                    commit_properties=properties)
@@ -145,3 +147,16 @@ def _commit(label_table: LabelTable, source: pa.Table, path: str) -> int:
             raise StorageError(f"{label_table.uri}: cannot commit the reviews ({str(exc).splitlines()[0]})") from exc
         return label_table.snapshot().version()
     raise AssertionError("unreachable")
+
+
+def _add_human_columns(label_table: LabelTable) -> None:
+    """A table made before the review columns gains them first, in a commit of its own that
+    changes no data: delta-rs's merge with schema evolution nulled the untouched rows'
+    ``segment_index`` here (deltalake 1.6.6) when it updated some columns only."""
+    from deltalake import Field, Schema
+
+    table = label_table.snapshot()
+    names = set(pa.schema(table.schema().to_arrow()).names)
+    missing = [f for f in (*HUMAN_FIELDS, LABEL_SOURCE_FIELD) if f.name not in names]
+    if missing:
+        table.alter.add_columns(list(Schema.from_arrow(pa.schema(missing)).fields))
