@@ -234,3 +234,39 @@ def test_inspect_and_report_show_reviewed_videos(out, tmp_path):
     assert f"  {1:7d}  {B}\n" in text and f"  {1:7d}  {D}\n" in text
     html = page.read_text()
     assert "2 reviewed by people" in html and f"human: {D}" in html and "data-source='human'" in html
+
+
+def test_s3_table_queue_presigns_and_imports(local_s3, tmp_path):
+    local_s3.create_bucket("review")
+    out = "s3://review/labels"
+    table = LabelTable(out)
+    table.ensure_created(output_schema())
+    table.commit(rows("r1", [("s3://review/in/a b.mp4", [B, A], [0.4, 0.3])]), run_id="r1", seq=1)
+
+    queue = tmp_path / "queue.csv"
+    code, text = cli("review", out, queue)
+    assert code == 0 and next(csv.DictReader(queue.open()))["video_url"] == "s3://review/in/a b.mp4"
+    code, text = cli("review", out, queue, "--presign", 600)
+    url = next(csv.DictReader(queue.open()))["video_url"]
+    assert code == 0 and url.startswith(f"{local_s3.endpoint}/review/in/a%20b.mp4?") and "X-Amz-Signature=" in url
+    assert "Signature" not in text  # never printed
+    assert "Expires=600" in url or "X-Amz-Expires=600" in url
+
+    answers = tmp_path / "answers.csv"
+    answers.write_text(f"video_uri,label\ns3://review/in/a b.mp4,{D}\n")
+    code, text = cli("import-reviews", out, answers)
+    assert code == 0, text
+    assert current(out)["s3://review/in/a b.mp4"]["label"] == D
+
+
+def test_label_studio_push_errors_never_show_the_key(out, tmp_path, monkeypatch):
+    queue = tmp_path / "queue.json"
+    monkeypatch.delenv("LABEL_STUDIO_API_KEY", raising=False)
+    code, text = cli("review", out, queue, "--to-label-studio", "http://127.0.0.1:9", "--project", 1)
+    assert code == 1 and "needs the API key in LABEL_STUDIO_API_KEY" in text
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "sekrit-key-123")
+    code, text = cli("review", out, queue, "--to-label-studio", "http://127.0.0.1:9", "--project", 1)
+    assert code == 1 and "Label Studio http://127.0.0.1:9: GET /api/projects/1 failed" in text
+    assert "sekrit" not in text
+    code, text = cli("review", out, queue, "--project", 1)
+    assert code == 2 and "--to-label-studio and --project go together" in text
