@@ -80,6 +80,15 @@ def label_studio(tmp_path_factory):
         log.close()
 
 
+def personal_access_token(url: str, legacy_token: str) -> str:
+    """A personal access token (a JWT, Label Studio's default kind of key) for the same user."""
+    request = urllib.request.Request(url + "/api/token/", data=b"{}", method="POST",
+                                     headers={"Authorization": f"Token {legacy_token}",
+                                              "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())["token"]
+
+
 def annotator(url: str, token: str, *args) -> str:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["LABEL_STUDIO_API_KEY"] = token
@@ -114,9 +123,11 @@ def test_review_round_trip_through_label_studio(label_studio, tiny_weights, ray_
     queue = tmp_path / "queue.json"
     stam_label("review", out, queue, "--limit", 3)
     project = annotator(url, token, "create-project", "stam-label review", tmp_path / "queue.label-config.xml")
+    # The push uses a personal access token (exchanged for an access token); the annotator a legacy one.
+    key = personal_access_token(url, token)
     pushed = stam_label("review", out, queue, "--limit", 3, "--to-label-studio", url, "--project", project,
-                        env={"LABEL_STUDIO_API_KEY": token})
-    assert f"3 tasks imported into project {project}" in pushed and token not in pushed
+                        env={"LABEL_STUDIO_API_KEY": key})
+    assert f"3 tasks imported into project {project}" in pushed and key not in pushed
 
     # The annotator corrects one video, confirms another, leaves the third for later.
     uris = sorted(first)

@@ -3,7 +3,7 @@ annotators' answers out of a project export (JSON).
 
 The API key is sent in the Authorization header only; it never appears in a message, a log
 or a file. A legacy token is sent as ``Token <key>``; a personal access token (a JWT) is first
-exchanged for a short-lived access token (``/api/token/refresh``), as the official SDK does.
+exchanged for a short-lived access token (``/api/token/refresh/``), as the official SDK does.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ class LabelStudio:
         self.url = url.rstrip("/")
         self._auth = f"Token {api_key}"
         if api_key.count(".") == 2:  # a JWT: a personal access token (refresh token)
-            access = self._call("POST", "/api/token/refresh", {"refresh": api_key}, auth=False)["access"]
+            access = self._call("POST", "/api/token/refresh/", {"refresh": api_key}, auth=False)["access"]
             self._auth = f"Bearer {access}"
 
     def _call(self, method: str, path: str, body=None, *, auth: bool = True):
