@@ -270,3 +270,25 @@ def test_label_studio_push_errors_never_show_the_key(out, tmp_path, monkeypatch)
     assert "sekrit" not in text
     code, text = cli("review", out, queue, "--project", 1)
     assert code == 2 and "--to-label-studio and --project go together" in text
+
+
+def test_windowed_videos_are_reviewed_on_their_video_level_row(tmp_path):
+    table = LabelTable(str(tmp_path / "labels"))
+    table.ensure_created(output_schema())
+
+    def windowed(run_id, top):
+        t = rows(run_id, [("/v/w.mp4", [top, A], [0.4, 0.3])] * 3)
+        mode = pa.array(["window=2,stride=2"] * 3)
+        return t.set_column(1, "mode", mode).set_column(2, "segment_index", pa.array([0, 1, -1], pa.int32()))
+
+    table.commit(windowed("r1", B), run_id="r1", seq=1)
+    queue = tmp_path / "queue.csv"
+    assert cli("review", table.uri, queue)[0] == 0
+    assert [r["video_uri"] for r in csv.DictReader(queue.open())] == ["/v/w.mp4"]  # once, not per window
+    answers = tmp_path / "answers.csv"
+    answers.write_text(f"video_uri,label\n/v/w.mp4,{D}\n")
+    assert cli("import-reviews", table.uri, answers)[0] == 0
+    table.commit(windowed("r2", C), run_id="r2", seq=1)
+    now = {r["segment_index"]: r for r in table.read_current().to_pylist()}
+    assert now[-1]["human_label"] == D and now[-1]["label"] == D and now[-1]["run_id"] == "r2"
+    assert [now[i]["label"] for i in (0, 1)] == [C, C] and now[0]["human_label"] is None
