@@ -48,13 +48,13 @@ def label_studio(tmp_path_factory):
     port, token = free_port(), secrets.token_hex(20)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LABEL_STUDIO_", "PYTHONPATH"))}
     env.update(LATEST_VERSION_CHECK="false", LABEL_STUDIO_USER_TOKEN=token, LABEL_STUDIO_PASSWORD=secrets.token_hex(8))
-    log = open(data / "label-studio.log", "w")
     started = time.monotonic()
-    server = subprocess.Popen(
-        [str(binary), "start", "--no-browser", "--port", str(port), "--internal-host", "127.0.0.1",
-         "--data-dir", str(data), "--database", str(data / "label_studio.sqlite3"), "--username", "lead@example.com",
-         "--enable-legacy-api-token", "--log-level", "WARNING"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=data)
+    with open(data / "label-studio.log", "w") as log:  # the child keeps its own copy of the descriptor
+        server = subprocess.Popen(
+            [str(binary), "start", "--no-browser", "--port", str(port), "--internal-host", "127.0.0.1",
+             "--data-dir", str(data), "--database", str(data / "label_studio.sqlite3"), "--username",
+             "lead@example.com", "--enable-legacy-api-token", "--log-level", "WARNING"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=data)
     url = f"http://127.0.0.1:{port}"
 
     def ready():
@@ -77,7 +77,6 @@ def label_studio(tmp_path_factory):
             server.wait(timeout=10)
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
-        log.close()
 
 
 def personal_access_token(url: str, legacy_token: str) -> str:
@@ -93,14 +92,14 @@ def annotator(url: str, token: str, *args) -> str:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["LABEL_STUDIO_API_KEY"] = token
     done = subprocess.run([str(LS_VENV / "bin" / "python"), str(ANNOTATOR), url, *map(str, args)], env=env,
-                          capture_output=True, text=True, timeout=300)
+                          check=False, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout.strip()
 
 
 def stam_label(*args, env: dict | None = None) -> str:
     done = subprocess.run([str(VENV_BIN / "stam-label"), *map(str, args)], env={**os.environ, **(env or {})},
-                          capture_output=True, text=True, timeout=600)
+                          check=False, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, f"stam-label {args[0]} exited {done.returncode}:\n{done.stdout[-3000:]}" \
                                  f"\n{done.stderr[-3000:]}"
     return done.stdout + done.stderr
@@ -145,7 +144,7 @@ def test_review_round_trip_through_label_studio(label_studio, tiny_weights, ray_
             a["result"][0]["value"]["choices"] = ["not a kinetics class"]
     (tmp_path / "bad.json").write_text(json.dumps(bad))
     failed = subprocess.run([str(VENV_BIN / "stam-label"), "import-reviews", str(out), str(tmp_path / "bad.json")],
-                            capture_output=True, text=True, timeout=300)
+                            check=False, capture_output=True, text=True, timeout=300)
     assert failed.returncode == 1 and "'not a kinetics class' is not a class name" in failed.stderr
     assert table.snapshot().version() == labelled_version
 

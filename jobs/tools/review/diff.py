@@ -14,7 +14,6 @@ import re
 from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from jobs.schema import plain_schema
@@ -125,10 +124,10 @@ def diff_html(d: TableDiff) -> str:
     esc = html.escape
     out = ["<!DOCTYPE html><html><head><meta charset='utf-8'>",
            f"<title>stam-label diff: {esc(d.output_uri)}</title><style>{CSS}</style></head><body>",
-           f"<h1>Label changes</h1><div class='meta'>{esc(d.output_uri)} · version {d.from_version} → "
-           f"{d.to_version}</div>",
-           f"<p>{d.videos_from} → {d.videos_to} videos ({d.added} added, {d.removed} removed); "
-           f"<b>{d.changed}</b> changed their top-1 label.</p>"]
+           (f"<h1>Label changes</h1><div class='meta'>{esc(d.output_uri)} · version {d.from_version} → "
+            f"{d.to_version}</div>"),
+           (f"<p>{d.videos_from} → {d.videos_to} videos ({d.added} added, {d.removed} removed); "
+            f"<b>{d.changed}</b> changed their top-1 label.</p>")]
     if d.flows:
         out.append("<h2>Largest flows</h2><table class='flows'><tr><th>videos</th><th>from</th><th>to</th></tr>")
         out += [f"<tr><td>{f['videos']}</td><td>{esc(f['from'])}</td><td>{esc(f['to'])}</td></tr>" for f in d.flows]

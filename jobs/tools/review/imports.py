@@ -18,7 +18,6 @@ import os
 from dataclasses import dataclass, field
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from jobs.schema import HUMAN_FIELDS, LABEL_SOURCE_FIELD
 from jobs.storage import StorageError, resolve
@@ -153,7 +152,7 @@ def _add_human_columns(label_table: LabelTable) -> None:
     """A table made before the review columns gains them first, in a commit of its own that
     changes no data: delta-rs's merge with schema evolution nulled the untouched rows'
     ``segment_index`` here (deltalake 1.6.6) when it updated some columns only."""
-    from deltalake import Field, Schema
+    from deltalake import Schema
 
     table = label_table.snapshot()
     names = set(pa.schema(table.schema().to_arrow()).names)
