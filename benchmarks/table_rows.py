@@ -14,7 +14,8 @@ import pyarrow as pa
 SHA = "ab" * 32  # the weights_sha256 of every synthetic row
 STEP = 4  # existing videos are numbers 0, 4, 8, ...: new ones fit between them
 COMMIT = 2000
-COMPACT_BYTES = 128 << 20  # jobs.tools.maintenance.TARGET_FILE_BYTES
+COMPACT_BYTES = 32 << 20  # jobs.tools.maintenance.TARGET_FILE_BYTES
+ROW_GROUP_ROWS = 128 * 1024  # jobs.tools.maintenance.ROW_GROUP_ROWS (as a literal: older checkouts lack it)
 
 
 def uri(n) -> str:
@@ -80,8 +81,11 @@ def build_table(table_uri: str, rows: int, layout: str, storage_options=None, ch
                 yield from part.to_batches()
 
         schema = synth_rows(numbers[:1], sha=sha).schema
+        from deltalake import WriterProperties
+
+        props = WriterProperties(max_row_group_size=ROW_GROUP_ROWS)
         write_deltalake(table_uri, pa.RecordBatchReader.from_batches(schema, batches()), mode="append",
-                        storage_options=storage_options, target_file_size=COMPACT_BYTES)
+                        storage_options=storage_options, target_file_size=COMPACT_BYTES, writer_properties=props)
     else:  # small files (delta-rs cuts one per ~1000-row batch), one transaction per 100k rows
         per_write = COMMIT * 50
         for lo in range(0, rows, per_write):

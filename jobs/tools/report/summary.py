@@ -50,7 +50,7 @@ def load(output_uri: str, columns: list[str] = READ_COLUMNS) -> tuple[pa.Table, 
     table = label_table.read_current(columns)
     if table is None or table.num_rows == 0:
         raise ReportError(f"{output_uri}: no committed label rows")
-    return table, summarize(output_uri, table, label_table.read_manifests())
+    return table, summarize(output_uri, table, label_table.read_run_records())
 
 
 def summarize(output_uri: str, table: pa.Table, runs: list[dict]) -> TableSummary:
@@ -113,6 +113,9 @@ def format_summary(s: TableSummary, top: int = 15) -> str:
         sha = (last.get("weights_sha256") or "")[:12]
         lines.append(f"latest run {last.get('run_id')}: {last.get('status')}, model {last.get('model')}, "
                      f"weights {sha}, mode {last.get('mode')}")
+        cost = run_cost(last)
+        if cost:
+            lines.append("  " + cost)
     lines.append("status: " + ", ".join(f"{n} {k}" for k, n in s.status.most_common()))
     if s.windows:
         lines.append("windows: " + ", ".join(f"{n} {k}" for k, n in s.windows.most_common()))
@@ -130,3 +133,17 @@ def format_summary(s: TableSummary, top: int = 15) -> str:
         lines += [f"  {n:7d}  {kind}: e.g. {s.error_examples.get(kind, '')[:160]}"
                   for kind, n in s.error_kinds.most_common()]
     return "\n".join(lines)
+
+
+def run_cost(run: dict) -> str:
+    """A run's timings and what its commits rewrote, from its record ('' when it has none)."""
+    timings = run.get("timings") if isinstance(run.get("timings"), dict) else {}
+    counts = run.get("counts") if isinstance(run.get("counts"), dict) else {}
+    parts = [f"{name} {timings[key]:.1f} s" for key, name in (("plan_s", "planning"), ("commit_s", "commits"),
+                                                              ("wall_s", "wall"))
+             if isinstance(timings.get(key), (int, float))]
+    if isinstance(counts.get("commits"), int):
+        parts.append(f"{counts['commits']} commit{'s' if counts['commits'] != 1 else ''}")
+    if isinstance(counts.get("rows_rewritten"), int):
+        parts.append(f"{counts['rows_rewritten']} existing rows rewritten")
+    return ", ".join(parts)
