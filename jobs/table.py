@@ -43,7 +43,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
-from jobs.schema import plain_schema, with_flat_columns
+from jobs.schema import HUMAN_COLUMNS, keep_human_columns, plain_schema, with_flat_columns
 from jobs.storage import StorageError, put_bytes, resolve
 from stam_core.storage import s3_endpoint_and_region
 
@@ -179,7 +179,8 @@ class LabelTable:
                 done = table.transaction_version(run_id)
                 if done is not None and done >= seq:
                     return CommitResult(None, rows.num_rows, tries=tries)  # landed; its answer was lost
-                version = self._replace(table, rows, run_id, seq)
+                # The human review of these videos survives their relabelling (read on this snapshot).
+                version = self._replace(table, keep_human_columns(rows, self._reviewed(table, rows)), run_id, seq)
                 return CommitResult(version, rows.num_rows, rewritten_rows=self._rows_copied(version, rows.num_rows),
                                     tries=tries)
             except (SchemaMismatchError, DeltaProtocolError) as exc:
@@ -226,6 +227,18 @@ class LabelTable:
             log.debug("cannot read the log entry of version %d (%s): rows copied unknown", version, exc)
             return 0
         return max(added - written, 0)
+
+    def _reviewed(self, table, rows: pa.Table) -> pa.Table | None:
+        """The current human columns of the videos in ``rows`` that have been reviewed (None: none).
+
+        Read like the skip test (jobs.lookup): only the files and row groups that can hold them.
+        """
+        from jobs.lookup import rows_of
+
+        if "human_label" not in pa.schema(table.schema().to_arrow()).names:
+            return None  # a table from before the review columns: nothing to keep
+        current = rows_of(self.fs, self.file_ranges(table), rows["video_uri"], ["video_uri", *HUMAN_COLUMNS])
+        return None if current is None else current.filter(pc.is_valid(current["human_label"]))
 
     def _snapshot(self, version: int | None = None):
         from deltalake import DeltaTable
