@@ -35,6 +35,7 @@ class FileRange:
     lo: str | None  # a lower bound of the file's video_uri (None: unknown)
     hi: str | None  # an upper bound
     rows: int
+    reviewed: int = 0  # rows with a human label (from the log's null counts; 0 when the file predates the column)
 
 
 def file_ranges(snapshot, to_path) -> list[FileRange]:
@@ -48,8 +49,11 @@ def file_ranges(snapshot, to_path) -> list[FileRange]:
     lo = actions["min.video_uri"].to_pylist() if "min.video_uri" in actions.column_names else [None] * len(names)
     hi = actions["max.video_uri"].to_pylist() if "max.video_uri" in actions.column_names else [None] * len(names)
     rows = actions["num_records"].to_pylist()
-    out = [FileRange(to_path(by_name.get(n.rsplit("/", 1)[-1], n)), a, b, int(r or 0))
-           for n, a, b, r in zip(names, lo, hi, rows)]
+    nulls = (actions["null_count.human_label"].to_pylist() if "null_count.human_label" in actions.column_names
+             else [None] * len(names))
+    out = [FileRange(to_path(by_name.get(n.rsplit("/", 1)[-1], n)), a, b, int(r or 0),
+                     reviewed=int(r or 0) - int(z) if z is not None else 0)
+           for n, a, b, r, z in zip(names, lo, hi, rows, nulls)]
     return sorted(out, key=lambda f: f.lo or "")
 
 

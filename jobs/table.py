@@ -160,7 +160,22 @@ class LabelTable:
 
     # ---- committing ------------------------------------------------------------------
     def commit(self, rows: pa.Table, *, run_id: str, seq: int) -> CommitResult:
-        """Replace the videos in ``rows`` (whole videos only) in one idempotent transaction."""
+        """Replace the videos in ``rows`` (whole videos only) in one idempotent transaction.
+
+        The human review of these videos survives their relabelling (read on the same snapshot).
+        """
+        rows = _last_per_key(with_flat_columns(rows)).sort_by([("video_uri", "ascending"),
+                                                               ("segment_index", "ascending")])
+        return self.rewrite(lambda table: keep_human_columns(rows, self._reviewed(table, rows)), run_id=run_id,
+                            seq=seq)
+
+    def rewrite(self, make_rows, *, run_id: str, seq: int) -> CommitResult:
+        """Replace whole videos with ``make_rows(snapshot)`` in one idempotent transaction.
+
+        ``make_rows`` is called on every try with the snapshot the try commits against, so rows
+        it derives from the table (a review import) are never older than what they replace: a
+        concurrent commit of one of its videos is a conflict, and the next try reads again.
+        """
         from deltalake.exceptions import (
             CommitFailedError,
             DeltaError,
@@ -168,8 +183,6 @@ class LabelTable:
             SchemaMismatchError,
         )
 
-        rows = _last_per_key(with_flat_columns(rows)).sort_by([("video_uri", "ascending"),
-                                                               ("segment_index", "ascending")])
         deadline = time.monotonic() + self.commit_timeout_s
         delay, tries = 0.5, 0
         while True:
@@ -178,9 +191,9 @@ class LabelTable:
                 table = self._snapshot()
                 done = table.transaction_version(run_id)
                 if done is not None and done >= seq:
-                    return CommitResult(None, rows.num_rows, tries=tries)  # landed; its answer was lost
-                # The human review of these videos survives their relabelling (read on this snapshot).
-                version = self._replace(table, keep_human_columns(rows, self._reviewed(table, rows)), run_id, seq)
+                    return CommitResult(None, 0, tries=tries)  # landed; its answer was lost
+                rows = make_rows(table)
+                version = self._replace(table, rows, run_id, seq)
                 return CommitResult(version, rows.num_rows, rewritten_rows=self._rows_copied(version, rows.num_rows),
                                     tries=tries)
             except (SchemaMismatchError, DeltaProtocolError) as exc:
@@ -195,6 +208,18 @@ class LabelTable:
                                   f"and {self.commit_timeout_s:.0f} s: {reason}")
             log.warning("commit %d of run %s failed (%s); retrying in %.1f s", seq, run_id, reason, wait)
             time.sleep(wait)
+
+    def rows_of(self, table, uris, columns: list[str] | None = None) -> pa.Table | None:
+        """The current rows of the videos ``uris`` in ``table`` (a snapshot), in its schema (plain types);
+        read only from the files and row groups that can hold them (jobs.lookup)."""
+        from jobs.lookup import rows_of
+
+        schema = plain_schema(pa.schema(table.schema().to_arrow()))
+        names = columns or schema.names
+        found = rows_of(self.fs, self.file_ranges(table), uris, names)
+        if found is None:
+            return None
+        return found.cast(pa.schema([schema.field(n) for n in names]))
 
     def _replace(self, table, rows: pa.Table, run_id: str, seq: int) -> int:
         """One transaction: the batch's videos' current rows out, ``rows`` in. Returns its version."""
@@ -237,7 +262,10 @@ class LabelTable:
 
         if "human_label" not in pa.schema(table.schema().to_arrow()).names:
             return None  # a table from before the review columns: nothing to keep
-        current = rows_of(self.fs, self.file_ranges(table), rows["video_uri"], ["video_uri", *HUMAN_COLUMNS])
+        # Only files holding a review (the log's null counts say which): a commit of new videos
+        # into a table with few reviews reads next to nothing.
+        files = [f for f in self.file_ranges(table) if f.reviewed]
+        current = rows_of(self.fs, files, rows["video_uri"], ["video_uri", *HUMAN_COLUMNS]) if files else None
         return None if current is None else current.filter(pc.is_valid(current["human_label"]))
 
     def _snapshot(self, version: int | None = None):

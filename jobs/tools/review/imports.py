@@ -18,16 +18,16 @@ import os
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from jobs.schema import HUMAN_FIELDS, LABEL_SOURCE_FIELD
+from jobs.schema import HUMAN_FIELDS, LABEL_SOURCE_FIELD, with_flat_columns
 from jobs.storage import StorageError, resolve
-from jobs.table import LabelTable
+from jobs.table import CommitError, LabelTable, new_run_id
 from jobs.tools.report.summary import video_level
 from jobs.tools.review.label_studio import Answer, read_label_studio_export
 from jobs.tools.review.queue import ReviewError
 
 MAX_LISTED = 20  # problems listed in a message; the rest are counted
-COMMIT_TRIES = 5  # a concurrent writer's commit makes ours retry on a fresh snapshot
 
 
 @dataclass
@@ -78,11 +78,14 @@ def import_reviews(output_uri: str, path: str, class_names: list[str], *, skip_i
     one transaction (see the module's docstring). ``reviewer`` names answers that name nobody."""
     answers, unanswered = read_answers(path)
     label_table = LabelTable(output_uri)
-    current = label_table.read_current(["video_uri", "mode", "segment_index"])
-    if current is None:
+    snapshot = label_table.snapshot()
+    if snapshot is None:
         raise ReviewError(f"{output_uri}: no label table to import reviews into")
-    own = current.filter(video_level(current))
-    segment = dict(zip(own["video_uri"].to_pylist(), own["segment_index"].to_pylist()))
+    # Only the answered videos' rows are read (the files and row groups that can hold them).
+    found = label_table.rows_of(snapshot, sorted({a.video_uri for a in answers}), ["video_uri", "mode",
+                                                                                   "segment_index"])
+    own = found.filter(video_level(found)) if found is not None else None
+    segment = {} if own is None else dict(zip(own["video_uri"].to_pylist(), own["segment_index"].to_pylist()))
     known = set(class_names)
 
     problems, by_video, conflicted = [], {}, set()
@@ -108,50 +111,41 @@ def import_reviews(output_uri: str, path: str, class_names: list[str], *, skip_i
     if not by_video:
         return ImportResult(0, None, unanswered, problems)
     now = dt.datetime.now(dt.timezone.utc)
-    source = pa.table({
+    reviews = pa.table({
         "video_uri": pa.array(list(by_video), pa.string()),
         "segment_index": pa.array([segment[u] for u in by_video], pa.int32()),
         "human_label": pa.array([a.label for a in by_video.values()], pa.string()),
         "reviewed_by": pa.array([a.reviewer or reviewer for a in by_video.values()], pa.string()),
         "reviewed_at": pa.array([a.reviewed_at or now for a in by_video.values()], HUMAN_FIELDS[2].type),
     })
-    source = source.append_column("label", source["human_label"]).append_column(
-        "label_source", pa.array(["human"] * source.num_rows, pa.string()))
-    version = _commit(label_table, source, path)
-    return ImportResult(source.num_rows, version, unanswered, problems)
-
-
-def _commit(label_table: LabelTable, source: pa.Table, path: str) -> int:
-    from deltalake.exceptions import CommitFailedError, DeltaError
-    from deltalake.transaction import CommitProperties
-
-    videos = ", ".join("'" + u.replace("'", "''") + "'" for u in source["video_uri"].to_pylist())
-    columns = [c for c in source.column_names if c not in ("video_uri", "segment_index")]
-    properties = CommitProperties(custom_metadata={"stam_label.operation": "import-reviews",
-                                                   "stam_label.reviews": os.path.basename(path)})
     _add_human_columns(label_table)
-    for attempt in range(1, COMMIT_TRIES + 1):
-        table = label_table.snapshot()
-        try:
-            (table.merge(source, source_alias="s", target_alias="t",
-                                   predicate="t.video_uri = s.video_uri AND t.segment_index = s.segment_index "
-                                             f"AND t.video_uri IN ({videos})",
-                                   commit_properties=properties)
-                       .when_matched_update({c: f"s.{c}" for c in columns}).execute())
-        except CommitFailedError:
-            if attempt == COMMIT_TRIES:
-                raise
-            continue
-        except (DeltaError, OSError) as exc:
-            raise StorageError(f"{label_table.uri}: cannot commit the reviews ({str(exc).splitlines()[0]})") from exc
-        return label_table.snapshot().version()
-    raise AssertionError("unreachable")
+    run_id = f"{new_run_id()}-reviews"
+    try:
+        result = label_table.rewrite(lambda table: _reviewed_rows(label_table, table, reviews), run_id=run_id, seq=1)
+    except CommitError as exc:
+        raise StorageError(f"{label_table.uri}: cannot commit the reviews ({exc})") from exc
+    return ImportResult(reviews.num_rows, result.version, unanswered, problems)
+
+
+def _reviewed_rows(label_table: LabelTable, table, reviews: pa.Table) -> pa.Table:
+    """The reviewed videos' current rows (every segment: a commit replaces whole videos) with the
+    answers set on each video's own row, read from ``table`` (the snapshot the commit goes against)."""
+    rows = label_table.rows_of(table, reviews["video_uri"])
+    if rows is None:
+        raise ReviewError(f"{label_table.uri}: the reviewed videos left the table while importing; nothing imported")
+    key = pc.binary_join_element_wise(rows["video_uri"], pc.cast(rows["segment_index"], pa.string()), "\x00")
+    answer_key = pc.binary_join_element_wise(reviews["video_uri"], pc.cast(reviews["segment_index"], pa.string()),
+                                             "\x00")
+    at = pc.index_in(key, value_set=answer_key)
+    for column in HUMAN_FIELDS:
+        values = pc.if_else(pc.is_valid(at), reviews[column.name].take(at), rows[column.name].cast(column.type))
+        rows = rows.set_column(rows.schema.get_field_index(column.name), column, values)
+    return with_flat_columns(rows)
 
 
 def _add_human_columns(label_table: LabelTable) -> None:
     """A table made before the review columns gains them first, in a commit of its own that
-    changes no data: delta-rs's merge with schema evolution nulled the untouched rows'
-    ``segment_index`` here (deltalake 1.6.6) when it updated some columns only."""
+    changes no data (older tables; new ones are created with them)."""
     from deltalake import Schema
 
     table = label_table.snapshot()
