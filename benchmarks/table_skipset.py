@@ -34,7 +34,7 @@ def exp_skipset(table_uri: str, rows: int, path: str = "small", listing: dict | 
     from jobs.plan import done_filter
     from jobs.table import LabelTable
 
-    ray.init(include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.init(address="local", include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     from jobs.logs import quiet_ray
 
     quiet_ray()

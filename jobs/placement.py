@@ -37,7 +37,10 @@ def connect_ray(address: str | None) -> None:
         log.info("forwarding AWS settings to Ray workers: %s", ", ".join(sorted(env)) or "none")
         runtime_env = {"env_vars": env} if env else None
     try:
-        ray.init(address=address, runtime_env=runtime_env, include_dashboard=False, log_to_driver=True,
+        # No address: a Ray of the run's own ("local"). ray.init() alone would join the cluster last
+        # started with `ray start` on this machine (/tmp/ray/ray_current_cluster), and wait for it
+        # when that cluster is gone.
+        ray.init(address=address or "local", runtime_env=runtime_env, include_dashboard=False, log_to_driver=True,
                  logging_level=logging.WARNING)
     except ConnectionError as exc:
         raise JobError(f"cannot reach Ray at {address}: {exc}") from exc
