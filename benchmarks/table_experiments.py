@@ -98,3 +98,18 @@ def exp_open(table_uri: str, rows: int, **_) -> dict:
     table = DeltaTable(table_uri)
     files = len(table.file_uris())
     return {"open_s": round(time.perf_counter() - start, 3), "version": table.version(), "files": files}
+
+
+def exp_mix(table_uri: str, rows: int, **_) -> dict:
+    """One commit of 1000 relabels of consecutive videos (a source folder re-encoded) + 1000 new ones spread."""
+    from jobs.table import LabelTable
+
+    rng = np.random.default_rng(4)
+    start = int(rng.integers(0, rows - 1000))
+    relabelled = np.arange(start, start + 1000) * STEP
+    new = np.sort(rng.choice(rows, 1000, replace=False)) * STEP + 1
+    batch = synth_rows(np.sort(np.concatenate([relabelled, new])), run_id="bench-mix", seed=9)
+    table = LabelTable(table_uri)
+    begin = time.perf_counter()
+    res = table.commit(batch, run_id="bench-mix", seq=1)
+    return {"commit_s": time.perf_counter() - begin, "rewritten_rows": res.rewritten_rows, "rows": res.rows}
