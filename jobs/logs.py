@@ -1,18 +1,23 @@
 """What the job prints: our own log lines, and Ray's kept quiet unless -v/--verbose.
 
-``configure(verbose)`` is called by the CLI; ``quiet_ray()`` by the pipeline right after it
-connects to Ray (it needs ``ray.data`` imported, which installs Ray's own logging and warning
-filters, so ours have to come after them).
+``configure(verbose)`` is called by the CLI; ``quiet_ray()`` by jobs/placement.py right after
+it connects to Ray (it needs ``ray.data`` imported, which installs Ray Data's own logging, so
+ours has to come after it), and ``quiet_ray_backend()`` around ``ray.init``.
 
-Without -v, what Ray prints on its own is trimmed to what needs the operator's attention:
+Without -v, what Ray prints on its own is trimmed through Ray's public settings:
 
-- Ray Data's progress bars (TTY) and, without a TTY, its periodic "Total Progress" log lines
-  (``ray.data._internal.progress.logging_progress``) are off: ``jobs.progress.Progress``
-  reports videos instead of Ray blocks. Ray Data's INFO lines (execution plan, "Starting
-  execution", stats) stay in its log file (``ray-data.log`` in the Ray session folder) but leave
-  the console; its warnings (memory, hanging tasks) still reach it.
-- The ``RayDeprecationWarning`` for ``ray_remote_args`` (the pipeline passes ``max_retries``
-  through it on purpose; see pyproject.toml's Ray bound) is ignored.
+- Ray Data's progress bars and its non-TTY progress log lines are off
+  (``DataContext.enable_progress_bars``): ``jobs.progress.Progress`` reports videos instead of
+  Ray blocks. Ray Data's log lines (execution plan, stats, warnings) stay in its log file
+  (``ray-data.log`` in the Ray session folder) but leave the console: its console handler on
+  the ``ray.data`` logger shows errors only.
+- The driver's own Ray core (C++) logs only fatal errors (``RAY_BACKEND_LOG_LEVEL``, read when
+  ``ray.init`` starts it). Its one line on every run is an ERROR about the model actors,
+  "constructor arguments in the object store and max_restarts > 0" (ray-project/ray#53727):
+  Ray Data always passes an actor pool's function and DataContext to the actors as object
+  references, whatever their size, and gives the actors unlimited restarts, which is the fault
+  tolerance the job wants. Those objects are owned by the driver and live on its node, so a
+  lost worker node does not take them with it.
 
 Under -v nothing of Ray's is touched. The debug logs of botocore, boto3, s3transfer and
 urllib3 stay at WARNING either way: they carry request signatures (access key ids).
@@ -20,22 +25,13 @@ urllib3 stay at WARNING either way: they carry request signatures (access key id
 from __future__ import annotations
 
 import logging
+import os
 import sys
-import warnings
+from contextlib import contextmanager
 
 SECRET_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3")
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-# Ray emits the warning in ray/data/dataset.py (_warn_on_ray_remote_args), with a stacklevel
-# that attributes it to the first frame outside that file: the code calling
-# Dataset.map_batches. A filter's `module` is matched against that caller's module name, so a
-# filter on "ray.data.dataset" never matches; the caller is jobs.pipeline.
-RAY_REMOTE_ARGS_MESSAGE = r"`ray_remote_args` is deprecated"
-RAY_REMOTE_ARGS_CALLER = r"jobs\.pipeline\Z"
-
-# Ray Data's loggers that log progress on their own: the progress managers (the non-TTY
-# "Total Progress" lines, and a warning when bars are turned off).
-RAY_DATA_PROGRESS_LOGGER = "ray.data._internal.progress"
+BACKEND_LOG_LEVEL = "RAY_BACKEND_LOG_LEVEL"
 
 _state = {"verbose": False}
 
@@ -80,17 +76,16 @@ def is_verbose() -> bool:
 
 
 def quiet_ray(verbose: bool | None = None) -> None:
-    """Turn Ray's own progress output and known-harmless warnings off, unless verbose.
+    """Turn Ray Data's progress output off and its console to errors only, unless verbose.
 
     ``verbose`` defaults to the CLI's -v (``is_verbose()``). Call it after ``ray.init`` (or
-    whenever Ray is connected): it imports ``ray.data`` and only then installs its filters.
+    whenever Ray is connected): it imports ``ray.data``.
     """
     if verbose is None:
         verbose = is_verbose()
     if verbose:
         return
     import ray.data
-    from ray.util.annotations import RayDeprecationWarning
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
@@ -101,13 +96,7 @@ def quiet_ray(verbose: bool | None = None) -> None:
     # handler; only the console one is raised, the file keeps everything.
     for handler in logging.getLogger("ray.data").handlers:
         if _is_console(handler):
-            handler.setLevel(max(handler.level, logging.WARNING))
-    logging.getLogger(RAY_DATA_PROGRESS_LOGGER).setLevel(logging.ERROR)
-
-    # Inserted in front of Ray's own filter ("module" for every RayDeprecationWarning, added
-    # when ray.util.annotations is imported), which is why this runs after Ray is imported.
-    warnings.filterwarnings("ignore", message=RAY_REMOTE_ARGS_MESSAGE, category=RayDeprecationWarning,
-                            module=RAY_REMOTE_ARGS_CALLER)
+            handler.setLevel(max(handler.level, logging.ERROR))
 
 
 def _is_console(handler: logging.Handler) -> bool:
@@ -115,26 +104,21 @@ def _is_console(handler: logging.Handler) -> bool:
     return isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
 
 
-def local_ray_auth_mode(verbose: bool | None = None) -> None:
-    """Before ``ray.init()`` starts a local Ray: keep Ray 2.60's default, without its warning.
+@contextmanager
+def quiet_ray_backend(verbose: bool | None = None):
+    """Around ``ray.init``: the driver's Ray core logs only fatal errors, unless verbose.
 
-    Ray 2.60 turns token authentication on for a Ray it starts itself (``ray.init()`` with no
-    address) and logs a warning about it ("Token authentication is enabled for this Ray
-    cluster", ray/_private/authentication/authentication_token_setup.py). Setting
-    RAY_AUTH_MODE ourselves is not an option: Ray reads its auth configuration when it is
-    imported, so a later change leaves the client and the GCS disagreeing. The warning is
-    dropped by a filter on that logger instead; under verbose it stays.
+    ``RAY_BACKEND_LOG_LEVEL`` is Ray's documented setting for its C++ logging, read when a
+    process starts its core; it is set for the ``ray.init`` call only, so Ray processes started
+    later from this environment keep their own level. A value the user set wins.
     """
     if verbose is None:
         verbose = is_verbose()
-    target = logging.getLogger("ray._private.authentication.authentication_token_setup")
-    for existing in list(target.filters):
-        if isinstance(existing, _DropTokenAuthNotice):
-            target.removeFilter(existing)
-    if not verbose:
-        target.addFilter(_DropTokenAuthNotice())
-
-
-class _DropTokenAuthNotice(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Token authentication is enabled for this Ray cluster" not in record.getMessage()
+    if verbose or BACKEND_LOG_LEVEL in os.environ:
+        yield
+        return
+    os.environ[BACKEND_LOG_LEVEL] = "fatal"
+    try:
+        yield
+    finally:
+        os.environ.pop(BACKEND_LOG_LEVEL, None)

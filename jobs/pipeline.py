@@ -7,6 +7,7 @@
       .map_batches(expand_windows)     jobs/stages/windows.py, --window-seconds only
       .map_batches(decode_videos)      jobs/stages/decode.py: stam_core.read_clip -> uint8 frames
       .map_batches(Labeler)            jobs/stages/label.py: an actor pool holding the model
+                                       (each in its Ray wrapper: jobs/ray_stages.py)
       .iter_batches()                  driver: whole videos -> Delta commits (jobs/commit.py)
     commit.reconcile(...)              plan rows Ray never returned -> "lost" error rows
 
@@ -26,14 +27,11 @@ from jobs import plan as planning
 from jobs.commit import Committer, reconcile
 from jobs.config import DECODE_CPU_S_PER_VIDEO, JobConfig, mode_of
 from jobs.errors import JobError, JobFailed, JobInterrupted
-from jobs.placement import connect_ray, decode_remote_args, model_remote_args
+from jobs.placement import MODEL_TRIES, connect_ray, decode_options, model_options
 from jobs.runs import RunRecord, RunSummary, reap_dead_runs, run_counts, run_record
 from jobs.schema import output_schema
 from jobs.segments import VideoLevel
-from jobs.stages.decode import decode_videos
-from jobs.stages.label import Labeler
 from jobs.stages.records import to_work_items
-from jobs.stages.windows import expand_windows
 from jobs.storage import StorageError
 from jobs.table import CommitError, LabelTable, new_run_id
 from stam_core.classes import load_class_names
@@ -141,34 +139,31 @@ def _label(config: JobConfig, work, committer: Committer, info, class_names: lis
 
 
 def _dataset(config: JobConfig, work, info, class_names, model_name: str, run_id: str, mode: str):
-    import ray
+    from jobs import ray_stages
 
-    decode_args, decode_concurrency = decode_remote_args(config)
-    model_args = model_remote_args(config)
-
+    tries = ray_stages.new_try_counter()  # bounds the tries of each batch (jobs/ray_stages.py)
+    decode = decode_options(config)
     ds = work.map_batches(to_work_items, batch_format="pyarrow", batch_size=None)
     if config.window_s is not None:
         ds = ds.map_batches(  # a video per task: each becomes many windows, decoded videos_per_task at a time
-            expand_windows, batch_size=1, batch_format="pyarrow", concurrency=decode_concurrency, **decode_args,
-            fn_kwargs={"window": config.window_s, "stride": config.stride_s, "timeout": config.decode_timeout,
-                       "max_pixels": config.max_pixels},
+            ray_stages.windows_task, batch_size=1, batch_format="pyarrow", **decode,
+            fn_kwargs={"tries": tries, "max_tries": 1 + config.decode_retries, "window": config.window_s,
+                       "stride": config.stride_s, "timeout": config.decode_timeout, "max_pixels": config.max_pixels},
         )
     ds = ds.map_batches(
-        decode_videos, batch_size=config.videos_per_task, batch_format="pyarrow",
-        fn_kwargs={"num_frames": info.num_frames, "timeout": config.decode_timeout, "max_pixels": config.max_pixels,
-                   "resize": config.resize},
-        concurrency=decode_concurrency, **decode_args,
+        ray_stages.decode_task, batch_size=config.videos_per_task, batch_format="pyarrow", **decode,
+        fn_kwargs={"tries": tries, "max_tries": 1 + config.decode_retries, "num_frames": info.num_frames,
+                   "timeout": config.decode_timeout, "max_pixels": config.max_pixels, "resize": config.resize},
     )
     return ds.map_batches(
-        Labeler, batch_size=config.batch_size, batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=config.model_workers),
+        ray_stages.ModelActor, batch_size=config.batch_size, batch_format="pyarrow", **model_options(config),
         fn_constructor_kwargs={
+            "tries": tries, "max_tries": MODEL_TRIES,
             "weights": config.weights, "sha256": info.weights_sha256, "precision": config.precision,
             "top_k": config.top_k, "class_names": class_names, "model_name": model_name,
             "run_id": run_id, "mode": mode, "embeddings": config.embeddings, "probs": config.probs,
             "threads": config.model_threads,
         },
-        **model_args,
     )
 
 
