@@ -1,8 +1,8 @@
 """What the job prints: our own log lines, and Ray's kept quiet unless -v/--verbose.
 
-``configure(verbose)`` is called by the CLI; ``quiet_ray()`` by jobs/placement.py right after
-it connects to Ray (it needs ``ray.data`` imported, which installs Ray Data's own logging, so
-ours has to come after it), and ``quiet_ray_backend()`` around ``ray.init``.
+``configure(verbose)`` is called by the CLI; ``quiet_ray()`` and ``native_stderr_to_ray_logs()``
+by jobs/placement.py right after it connects to Ray (``ray.data``, once imported, installs Ray
+Data's own logging, so ours has to come after it).
 
 Without -v, what Ray prints on its own is trimmed through Ray's public settings:
 
@@ -11,13 +11,15 @@ Without -v, what Ray prints on its own is trimmed through Ray's public settings:
   Ray blocks. Ray Data's log lines (execution plan, stats, warnings) stay in its log file
   (``ray-data.log`` in the Ray session folder) but leave the console: its console handler on
   the ``ray.data`` logger shows errors only.
-- The driver's own Ray core (C++) logs only fatal errors (``RAY_BACKEND_LOG_LEVEL``, read when
-  ``ray.init`` starts it). Its one line on every run is an ERROR about the model actors,
-  "constructor arguments in the object store and max_restarts > 0" (ray-project/ray#53727):
-  Ray Data always passes an actor pool's function and DataContext to the actors as object
-  references, whatever their size, and gives the actors unlimited restarts, which is the fault
-  tolerance the job wants. Those objects are owned by the driver and live on its node, so a
-  lost worker node does not take them with it.
+- What the driver's native code writes to file descriptor 2 (Ray's core, C++) goes to a file
+  beside the driver's Ray logs (``native_stderr_to_ray_logs``). Ray's core prints one ERROR
+  line on every run there: "Actor ... has constructor arguments in the object store and
+  max_restarts > 0" (ray-project/ray#53727). Ray Data always passes an actor pool's function
+  (with its constructor arguments) and its DataContext to the actors as object references,
+  ``ray.put`` whatever their size, and creates the actors with unlimited restarts: the fault
+  tolerance the job wants, and no public parameter changes it. Those objects are owned by the
+  driver and live on its node, so losing a worker node does not take them with it.
+  ``RAY_BACKEND_LOG_LEVEL=fatal`` would hide the line too, but prints a line of its own.
 
 Under -v nothing of Ray's is touched. The debug logs of botocore, boto3, s3transfer and
 urllib3 stay at WARNING either way: they carry request signatures (access key ids).
@@ -27,13 +29,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from contextlib import contextmanager
+from pathlib import Path
 
 SECRET_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3")
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-BACKEND_LOG_LEVEL = "RAY_BACKEND_LOG_LEVEL"
 
-_state = {"verbose": False}
+_state = {"verbose": False, "cli": False}
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -68,6 +69,7 @@ def configure(verbose: bool) -> None:
         # Their debug logs carry request signatures (access key ids); never show them.
         logging.getLogger(name).setLevel(logging.WARNING)
     _state["verbose"] = bool(verbose)
+    _state["cli"] = True
 
 
 def is_verbose() -> bool:
@@ -104,21 +106,33 @@ def _is_console(handler: logging.Handler) -> bool:
     return isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
 
 
-@contextmanager
-def quiet_ray_backend(verbose: bool | None = None):
-    """Around ``ray.init``: the driver's Ray core logs only fatal errors, unless verbose.
+def native_stderr_to_ray_logs(verbose: bool | None = None) -> Path | None:
+    """Without -v, in the CLI: this process's native stderr (file descriptor 2) goes to a file.
 
-    ``RAY_BACKEND_LOG_LEVEL`` is Ray's documented setting for its C++ logging, read when a
-    process starts its core; it is set for the ``ray.init`` call only, so Ray processes started
-    later from this environment keep their own level. A value the user set wins.
+    Ray's core (C++) in the driver writes its ERROR lines to fd 2 as well as to its log file;
+    one of them comes on every run (see the module docstring), and no public setting turns it
+    off without also printing another line. Python's own stderr (our log lines, progress,
+    errors) is moved to a copy of the console descriptor first, so only what native code writes
+    to fd 2 (Ray's core, the storage SDKs) lands in ``stam-label-driver-<pid>.err`` beside the
+    driver's Ray logs. Call it after ``ray.init``; returns the file, or None when left alone
+    (-v, a library caller, a test runner capturing stderr).
     """
     if verbose is None:
         verbose = is_verbose()
-    if verbose or BACKEND_LOG_LEVEL in os.environ:
-        yield
-        return
-    os.environ[BACKEND_LOG_LEVEL] = "fatal"
+    if verbose or not _state["cli"] or sys.stderr is not sys.__stderr__ or sys.stderr is None:
+        return None
+    import ray
+
+    context = ray.get_runtime_context()
+    path = Path(context.get_temp_dir()) / context.get_session_name() / "logs" / f"stam-label-driver-{os.getpid()}.err"
     try:
-        yield
-    finally:
-        os.environ.pop(BACKEND_LOG_LEVEL, None)
+        target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    except OSError:
+        return None  # no such folder (a driver on a machine without Ray's session files): leave stderr
+    sys.stderr.flush()
+    console = os.dup(2)
+    sys.stderr = open(console, "w", buffering=1, encoding=sys.stderr.encoding,  # noqa: SIM115 (for the life of the process)
+                      errors="backslashreplace")
+    os.dup2(target, 2)
+    os.close(target)
+    return path

@@ -44,14 +44,16 @@ def connect_ray(address: str | None) -> None:
         address = LocalRayHead().start().address
     import ray
 
-    from jobs.logs import quiet_ray, quiet_ray_backend
+    from jobs.logs import native_stderr_to_ray_logs, quiet_ray
 
     try:
-        with quiet_ray_backend():
-            ray.init(address=address, runtime_env=runtime_env, log_to_driver=True, logging_level=logging.WARNING)
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True, logging_level=logging.WARNING)
     except ConnectionError as exc:
         raise JobError(f"cannot reach Ray at {address}: {exc}") from exc
     quiet_ray()
+    native = native_stderr_to_ray_logs()
+    if native:
+        log.debug("native stderr of this process (Ray's core logs): %s", native)
 
 
 def decode_options(config) -> dict:
