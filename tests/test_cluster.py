@@ -109,6 +109,30 @@ def test_a_video_error_raised_in_a_worker_reaches_the_driver_as_itself(ray_head)
     assert "s3://bucket/a.mp4: connection reset by peer" in str(raised.value)
 
 
+# ---- what the operator sees -----------------------------------------------------------------
+@pytest.mark.slow
+def test_a_default_run_prints_no_ray_internals_and_verbose_no_deprecation(tmp_path, tiny_weights, ray_head):
+    """Without -v: none of Ray's core lines (the model actors' "constructor arguments in the
+    object store" ERROR came on every run). With -v: Ray as it is, but no deprecation warning
+    (the job uses Ray's public, non-deprecated API only)."""
+    from test_faults import run_cli
+
+    make_videos(tmp_path / "videos", 2)
+    args = ["--weights", str(tiny_weights), "--address", ray_head, "--batch-size", "2", "--progress-interval", "0"]
+    rc, quiet = run_cli(tmp_path / "quiet.log", "run", str(tmp_path / "videos"), str(tmp_path / "out1"), *args)
+    assert rc == 0, quiet[-3000:]
+    assert "constructor arguments" not in quiet and "core_worker" not in quiet, quiet[-3000:]
+    assert "2 ok" in quiet
+    rc, verbose = run_cli(tmp_path / "verbose.log", "-v", "run", str(tmp_path / "videos"), str(tmp_path / "out2"),
+                          *args)
+    assert rc == 0, verbose[-3000:]
+    assert "Deprecat" not in verbose, [line for line in verbose.splitlines() if "Deprecat" in line]
+    assert "streaming_executor" in verbose  # -v leaves Ray's own lines on the console
+    # ...including the ERROR line the default run hid (Ray 2.60; ray-project/ray#53727: drop this
+    # assertion once Ray stops printing it).
+    assert "constructor arguments in the object store" in verbose
+
+
 # ---- a killed driver -------------------------------------------------------------------------
 @pytest.mark.slow
 def test_a_killed_driver_of_a_local_run_leaves_no_ray_process(tmp_path, tiny_weights):
