@@ -27,7 +27,7 @@ from jobs import plan as planning
 from jobs.commit import Committer, reconcile
 from jobs.config import DECODE_CPU_S_PER_VIDEO, JobConfig, mode_of
 from jobs.errors import JobError, JobFailed, JobInterrupted
-from jobs.placement import MODEL_TRIES, connect_ray, decode_options, model_options
+from jobs.placement import MODEL_TRIES, connect_ray, decode_options, model_options, tolerate_faults
 from jobs.runs import RunRecord, RunSummary, reap_dead_runs, run_counts, run_record
 from jobs.schema import output_schema
 from jobs.segments import VideoLevel
@@ -124,10 +124,9 @@ def _label(config: JobConfig, work, committer: Committer, info, class_names: lis
     logged_precision = False
     with progress:
         ds = _dataset(config, work, info, class_names, model_name, run_id, mode)
-        # A block that failed past its retries is dropped instead of failing the run: the end of
-        # the run reconciles it into "lost" rows. Set on this run's datasets only (they share
-        # one DataContext, copied when the plan was read), never on the caller's Ray session.
-        ds.context.max_errored_blocks = -1
+        # Set on this run's datasets only (they share one DataContext, copied when the plan was
+        # read), never on the caller's Ray session.
+        tolerate_faults(ds.context, config)
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             if not logged_precision and batch.num_rows:
                 log.info("model %s runs in %s (as the model actor reports)", model_name,

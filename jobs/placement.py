@@ -56,6 +56,25 @@ def connect_ray(address: str | None) -> None:
         log.debug("native stderr of this process (Ray's core logs): %s", native)
 
 
+def tolerate_faults(context, config) -> None:
+    """What a run's DataContext needs to carry on when a node or a worker is lost.
+
+    - A task that itself waited on a Ray actor or object on a lost node (Ray Data's own parquet
+      footer readers while the plan is read, for one) fails with one of Ray's system errors
+      raised as the task's exception, which Ray Data does not retry on its own; these are
+      retried in the task (``retried_map_errors``, matched on the exception's class name).
+    - A block that still fails is dropped instead of failing the run (``max_errored_blocks``):
+      the end of the run reconciles its videos into "lost" rows.
+    """
+    import ray.exceptions as errors
+
+    lost_node = (errors.ActorDiedError, errors.ActorUnavailableError, errors.ObjectLostError, errors.OwnerDiedError,
+                 errors.ObjectFetchTimedOutError, errors.NodeDiedError, errors.WorkerCrashedError, errors.RaySystemError)
+    context.retried_map_errors = [cls.__name__ for cls in lost_node]
+    context.max_map_retries = config.decode_retries
+    context.max_errored_blocks = -1
+
+
 def decode_options(config) -> dict:
     """map_batches parameters of the decode (and windowing) tasks: resources and concurrency."""
     import ray

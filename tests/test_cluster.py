@@ -201,12 +201,12 @@ def test_a_run_survives_losing_a_worker_node(tmp_path, tiny_weights, two_nodes):
               str(tiny_weights), "--batch-size", "2", "--commit-every", "2", "--max-error-rate", "1",
               "--progress-interval", "0", env=env)
     try:
-        # Kill once work runs on the worker node (a Ray worker process below its raylet) and
-        # before the run is over.
+        # Kill once the run decodes or labels on the worker node (a Ray worker process below
+        # its raylet named after the stage) and before the run is over.
         def working_there():
             raylet = worker.raylet()
-            busy = raylet and any("ray::" in cmd and "IDLE" not in cmd for cmd in descendants(raylet).values())
-            return raylet if busy and "to label" in cli.output() else None
+            busy = raylet and any("decode_task" in cmd or "ModelActor" in cmd for cmd in descendants(raylet).values())
+            return raylet if busy else None
 
         raylet = wait_for(working_there, 240, "work on the worker node")
         assert cli.proc.poll() is None, "the run finished before the node was lost"
