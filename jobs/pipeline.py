@@ -24,6 +24,7 @@ import time
 from contextlib import contextmanager
 
 from jobs import plan as planning
+from jobs import ray_stages
 from jobs.commit import Committer, reconcile
 from jobs.config import DECODE_CPU_S_PER_VIDEO, JobConfig, mode_of
 from jobs.errors import JobError, JobFailed, JobInterrupted
@@ -122,25 +123,26 @@ def _label(config: JobConfig, work, committer: Committer, info, class_names: lis
     progress = Progress(total, interval_s=config.progress_interval_s)
     committer.on_videos = lambda ok, error: progress.update(ok=ok, error=error)
     logged_precision = False
-    with progress:
-        ds = _dataset(config, work, info, class_names, model_name, run_id, mode)
-        # Set on this run's datasets only (they share one DataContext, copied when the plan was
-        # read), never on the caller's Ray session.
-        tolerate_faults(ds.context, config)
-        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            if not logged_precision and batch.num_rows:
-                log.info("model %s runs in %s (as the model actor reports)", model_name,
-                         next((p for p in batch["precision"].to_pylist() if p), "?"))
-                logged_precision = True
-            committer.add_model_rows(batch)
-        committer.finish_windows()
-        committer.flush()
-
-
-def _dataset(config: JobConfig, work, info, class_names, model_name: str, run_id: str, mode: str):
-    from jobs import ray_stages
-
     tries = ray_stages.new_try_counter()  # bounds the tries of each batch (jobs/ray_stages.py)
+    try:
+        with progress:
+            ds = _dataset(config, work, info, class_names, model_name, run_id, mode, tries)
+            # Set on this run's datasets only (they share one DataContext, copied when the plan
+            # was read), never on the caller's Ray session.
+            tolerate_faults(ds.context, config)
+            for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                if not logged_precision and batch.num_rows:
+                    log.info("model %s runs in %s (as the model actor reports)", model_name,
+                             next((p for p in batch["precision"].to_pylist() if p), "?"))
+                    logged_precision = True
+                committer.add_model_rows(batch)
+            committer.finish_windows()
+            committer.flush()
+    finally:
+        ray_stages.stop_try_counter(tries)
+
+
+def _dataset(config: JobConfig, work, info, class_names, model_name: str, run_id: str, mode: str, tries):
     decode = decode_options(config)
     ds = work.map_batches(to_work_items, batch_format="pyarrow", batch_size=None)
     if config.window_s is not None:

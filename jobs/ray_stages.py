@@ -50,6 +50,13 @@ def new_try_counter():
                                           scheduling_strategy=here).remote()
 
 
+def stop_try_counter(counter) -> None:
+    """End the run's TryCounter (in a caller's long-lived Ray session it would stay)."""
+    import ray
+
+    ray.kill(counter)
+
+
 def count_try(counter, batch: pa.Table, max_tries: int, stage: str) -> None:
     """Raise TooManyTries when this batch has been tried max_tries times already."""
     import ray
