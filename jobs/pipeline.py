@@ -118,6 +118,8 @@ def run_job(config: JobConfig) -> RunSummary:
 
 def _label(config: JobConfig, work, committer: Committer, info, class_names: list[str], model_name: str,
            run_id: str, mode: str, total: int) -> None:
+    from ray.data.exceptions import ExecutionTimeoutError
+
     from jobs.progress import Progress
 
     progress = Progress(total, interval_s=config.progress_interval_s)
@@ -130,12 +132,19 @@ def _label(config: JobConfig, work, committer: Committer, info, class_names: lis
             # Set on this run's datasets only (they share one DataContext, copied when the plan
             # was read), never on the caller's Ray session.
             tolerate_faults(ds.context, config)
-            for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-                if not logged_precision and batch.num_rows:
-                    log.info("model %s runs in %s (as the model actor reports)", model_name,
-                             next((p for p in batch["precision"].to_pylist() if p), "?"))
-                    logged_precision = True
-                committer.add_model_rows(batch)
+            try:
+                for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                    if not logged_precision and batch.num_rows:
+                        log.info("model %s runs in %s (as the model actor reports)", model_name,
+                                 next((p for p in batch["precision"].to_pylist() if p), "?"))
+                        logged_precision = True
+                    committer.add_model_rows(batch)
+            except ExecutionTimeoutError as exc:
+                # Ray could place none of the remaining work (no node left with the resources a
+                # stage asks for, and none came) for DataContext.execution_no_progress_timeout_s:
+                # what came back is committed, and the end of the run records the rest as lost.
+                log.warning("Ray made no progress: %s; the videos not labelled are recorded as 'lost'",
+                            str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             committer.finish_windows()
             committer.flush()
     finally:

@@ -223,3 +223,49 @@ def test_a_run_survives_losing_a_worker_node(tmp_path, tiny_weights, two_nodes):
     kinds = Counter(r["error_kind"] or "ok" for r in rows)
     assert set(kinds) <= {"ok", "lost"} and kinds["ok"] > 0, kinds
     print(f"run finished {time.time() - lost_at:.1f} s after the node was lost: {dict(kinds)}")
+
+
+@pytest.mark.slow
+def test_work_no_node_can_take_is_recorded_lost_and_the_run_finishes(tmp_path, tiny_weights):
+    """The only GPU node is lost mid-run: the model actor has nowhere to restart. After Ray
+    Data's no-progress timeout (20 s here) what was labelled stays, the rest is "lost", and the
+    run completes; the next run would label the lost videos."""
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S": "20"}
+    env.pop("RAY_ADDRESS", None)
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    head = RayNode(tmp_path / "head.log", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=0",
+                   "--include-dashboard=false", env=env)
+    gpu = None
+    try:
+        def head_ready():
+            with socket.socket() as probe:
+                return probe.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_for(head_ready, 120, "the head")
+        # A declared GPU (torch finds no CUDA and runs on the CPU): the model actor must go there.
+        gpu = RayNode(tmp_path / "gpu.log", f"--address={address}", "--num-cpus=1", "--num-gpus=1", env=env)
+        wait_for(gpu.raylet, 120, "the GPU node's raylet")
+        videos = make_videos(tmp_path / "videos", 16)
+        out = tmp_path / "out"
+        cli = Cli(tmp_path / "run.log", "run", str(tmp_path / "videos"), str(out), "--address", address,
+                  "--weights", str(tiny_weights), "--batch-size", "2", "--commit-every", "2", "--commit-interval",
+                  "1", "--max-error-rate", "1", "--progress-interval", "0", env=env)
+        try:
+            wait_for(lambda: (out / "_delta_log" / "00000000000000000001.json").exists(), 240, "a first commit")
+            assert cli.proc.poll() is None, "the run finished before the node was lost"
+            os.kill(gpu.raylet(), signal.SIGKILL)
+            rc = cli.wait(timeout=400)
+        finally:
+            cli.kill()
+    finally:
+        if gpu:
+            gpu.stop()
+        head.stop()
+    output = cli.output()
+    assert rc == 0, output[-4000:]
+    assert "recorded as 'lost'" in output, output[-3000:]
+    rows = LabelTable(str(out)).read_current().to_pylist()
+    assert Counter((r["video_uri"], r["segment_index"]) for r in rows) == Counter((str(p), 0) for p in videos)
+    kinds = Counter(r["error_kind"] or "ok" for r in rows)
+    assert set(kinds) == {"ok", "lost"}, kinds
