@@ -102,7 +102,7 @@ def main() -> None:
         config = JobConfig(input_uri=str(tmp / "videos"), output_uri=str(tmp / "out"), weights=str(weights),
                            batch_size=args.batch_size)
         started = time.time()
-        ray.init(include_dashboard=False, logging_level="WARNING")
+        ray.init(address="local", include_dashboard=False, logging_level="WARNING")
         ray_startup = time.time() - started
         summary = run_job(config)
         assert summary.ok == args.videos, summary

@@ -72,7 +72,7 @@ def main() -> None:
     ap.add_argument("--s3", action="store_true", help="on moto (jobs.tools.demo_s3.LocalS3)")
     ap.add_argument("--experiments", nargs="+", default=["new", "mixed", "relabel", "skipset"])
     ap.add_argument("--relabel-commits", type=int, default=10, help="commits of the whole-table relabel to run")
-    ap.add_argument("--skipset-paths", nargs="+", choices=("small", "small-lowmem", "ray"),
+    ap.add_argument("--skipset-paths", nargs="+", choices=("small", "small-lowmem", "ray", "new10", "new100k"),
                     default=["small", "ray"])
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--child-kwargs", default="{}", help=argparse.SUPPRESS)

@@ -70,3 +70,46 @@ def exp_relabel(table_uri: str, rows: int, commits: int = 10, **_) -> dict:
             "estimated_total_s": sum(times) + steady_t * (total_commits - done),
             "extrapolated": done < total_commits, "files_after": files}
 
+
+
+def exp_scattered(table_uri: str, rows: int, **_) -> dict:
+    """Two commits of 1000 relabels each, spread over the table (sources that changed)."""
+    from jobs.table import LabelTable
+
+    rng = np.random.default_rng(3)
+    picked = rng.choice(rows, 2000, replace=False)
+    table = LabelTable(table_uri)
+    out = {"files_before": len(table.data_files())}
+    for seq, part in enumerate((picked[:1000], picked[1000:]), 1):
+        batch = synth_rows(np.sort(part) * STEP, run_id="bench-scattered", seed=20 + seq)
+        start = time.perf_counter()
+        res = table.commit(batch, run_id="bench-scattered", seq=seq)
+        out[f"commit{seq}_s"] = round(time.perf_counter() - start, 3)
+        out[f"commit{seq}_rewritten_rows"] = res.rewritten_rows
+        out[f"files_after_commit{seq}"] = len(table.data_files())
+    return out
+
+
+def exp_open(table_uri: str, rows: int, **_) -> dict:
+    """Opening the table: a DeltaTable, its version and file list (what every run does first)."""
+    from deltalake import DeltaTable
+
+    start = time.perf_counter()
+    table = DeltaTable(table_uri)
+    files = len(table.file_uris())
+    return {"open_s": round(time.perf_counter() - start, 3), "version": table.version(), "files": files}
+
+
+def exp_mix(table_uri: str, rows: int, **_) -> dict:
+    """One commit of 1000 relabels of consecutive videos (a source folder re-encoded) + 1000 new ones spread."""
+    from jobs.table import LabelTable
+
+    rng = np.random.default_rng(4)
+    start = int(rng.integers(0, rows - 1000))
+    relabelled = np.arange(start, start + 1000) * STEP
+    new = np.sort(rng.choice(rows, 1000, replace=False)) * STEP + 1
+    batch = synth_rows(np.sort(np.concatenate([relabelled, new])), run_id="bench-mix", seed=9)
+    table = LabelTable(table_uri)
+    begin = time.perf_counter()
+    res = table.commit(batch, run_id="bench-mix", seq=1)
+    return {"commit_s": time.perf_counter() - begin, "rewritten_rows": res.rewritten_rows, "rows": res.rows}

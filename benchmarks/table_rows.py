@@ -14,15 +14,19 @@ import pyarrow as pa
 SHA = "ab" * 32  # the weights_sha256 of every synthetic row
 STEP = 4  # existing videos are numbers 0, 4, 8, ...: new ones fit between them
 COMMIT = 2000
-COMPACT_BYTES = 128 << 20  # jobs.tools.maintenance.TARGET_FILE_BYTES
+COMPACT_BYTES = 32 << 20  # jobs.tools.maintenance.TARGET_FILE_BYTES
+ROW_GROUP_ROWS = 128 * 1024  # jobs.tools.maintenance.ROW_GROUP_ROWS (as a literal: older checkouts lack it)
 
 
-def uri(n) -> str:
-    return f"s3://bucket/videos/{n:09d}.mp4"
+PREFIX = "s3://bucket/videos/"
+
+
+def uri(n, prefix: str = PREFIX) -> str:
+    return f"{prefix}{n:09d}.mp4"
 
 
 def synth_rows(numbers: np.ndarray, *, run_id: str = "20260101T000000Z-000000", sha: str = SHA,
-               versions: list | None = None, seed: int = 0) -> pa.Table:
+               versions: list | None = None, seed: int = 0, prefix: str = PREFIX) -> pa.Table:
     """Whole-video 'ok' rows (output_schema, flat columns filled) for the given video numbers."""
     from jobs.schema import output_schema, with_flat_columns
     from stam_core import KINETICS400_CLASSES
@@ -45,7 +49,7 @@ def synth_rows(numbers: np.ndarray, *, run_id: str = "20260101T000000Z-000000", 
         versions = [f"{s}:{1_700_000_000_000_000_000 + int(i)}" for s, i in zip(sizes, numbers)]
     now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
     cols = {
-        "video_uri": pa.array([uri(int(i)) for i in numbers], pa.string()),
+        "video_uri": pa.array([uri(int(i), prefix) for i in numbers], pa.string()),
         "mode": pa.array(["video"] * n), "segment_index": pa.array(np.zeros(n, np.int32)),
         "segment_start_s": pa.array(np.zeros(n)), "segment_end_s": pa.array(duration),
         "status": pa.array(["ok"] * n), "error": pa.nulls(n, pa.string()), "error_kind": pa.nulls(n, pa.string()),
@@ -66,7 +70,7 @@ def synth_rows(numbers: np.ndarray, *, run_id: str = "20260101T000000Z-000000", 
 
 
 def build_table(table_uri: str, rows: int, layout: str, storage_options=None, chunk: int = 200_000,
-                sha: str = SHA, versions=None) -> float:
+                sha: str = SHA, versions=None, prefix: str = PREFIX) -> float:
     """A sorted table of `rows` videos (numbers 0, STEP, ...) in big appends; returns seconds."""
     from deltalake import write_deltalake
 
@@ -75,13 +79,16 @@ def build_table(table_uri: str, rows: int, layout: str, storage_options=None, ch
     if layout == "compacted":  # one streaming write: files up to 128 MB, as optimize leaves them
         def batches():
             for lo in range(0, rows, chunk):
-                part = synth_rows(numbers[lo:lo + chunk], sha=sha, seed=lo,
+                part = synth_rows(numbers[lo:lo + chunk], sha=sha, seed=lo, prefix=prefix,
                                   versions=None if versions is None else versions[lo:lo + chunk])
                 yield from part.to_batches()
 
         schema = synth_rows(numbers[:1], sha=sha).schema
+        from deltalake import WriterProperties
+
+        props = WriterProperties(max_row_group_size=ROW_GROUP_ROWS)
         write_deltalake(table_uri, pa.RecordBatchReader.from_batches(schema, batches()), mode="append",
-                        storage_options=storage_options, target_file_size=COMPACT_BYTES)
+                        storage_options=storage_options, target_file_size=COMPACT_BYTES, writer_properties=props)
     else:  # small files (delta-rs cuts one per ~1000-row batch), one transaction per 100k rows
         per_write = COMMIT * 50
         for lo in range(0, rows, per_write):

@@ -9,13 +9,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from table_experiments import exp_mixed, exp_new, exp_relabel
+from table_experiments import exp_mix, exp_mixed, exp_new, exp_open, exp_relabel, exp_scattered
 from table_skipset import exp_skipset
 
 # The child process is table.py itself (its hidden --child options), so that sys.path is the same.
 SCRIPT = str(Path(__file__).with_name("table.py"))
 
-EXPERIMENTS = {"new": exp_new, "mixed": exp_mixed, "relabel": exp_relabel, "skipset": exp_skipset}
+EXPERIMENTS = {"new": exp_new, "mix": exp_mix, "mixed": exp_mixed, "relabel": exp_relabel, "scattered": exp_scattered,
+               "skipset": exp_skipset, "open": exp_open}
 
 
 def child(args) -> None:

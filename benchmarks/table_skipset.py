@@ -34,12 +34,12 @@ def exp_skipset(table_uri: str, rows: int, path: str = "small", listing: dict | 
     from jobs.plan import done_filter
     from jobs.table import LabelTable
 
-    ray.init(include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.init(address="local", include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     from jobs.logs import quiet_ray
 
     quiet_ray()
     table = LabelTable(table_uri)
-    listed_rows = rows if path == "ray" else min(rows, plan.LOCAL_PLAN_MAX_ROWS)
+    listed_rows = {"ray": rows, "new10": 10, "new100k": 100_000}.get(path, min(rows, plan.LOCAL_PLAN_MAX_ROWS))
     # The listing was written by the parent (the driver never holds it before the measurement).
     listed_ds = ray.data.read_parquet(listing[path]).materialize()
     assert listed_ds.count() == listed_rows
@@ -49,7 +49,7 @@ def exp_skipset(table_uri: str, rows: int, path: str = "small", listing: dict | 
     _reset_peak()
     base = _status_mb("VmRSS")
     start = time.perf_counter()
-    if path == "small":
+    if path in ("small", "new10", "new100k"):
         todo = plan._small_plan(listed_ds, table, done_filter(SHA, "video"))
         to_label = todo.num_rows
     elif path == "small-lowmem":
@@ -128,5 +128,18 @@ def write_listings(table_uri: str, rows: int, folder: str) -> dict:
             out["small-lowmem"] = f"{folder}/listing-{rows}-small.parquet"
         out[path] = f"{folder}/listing-{rows}-{path}.parquet"
         pq.write_table(listing.slice(0, n), out[path], row_group_size=50_000)
+    # New videos only (numbers between existing ones, spread over the table): a nightly run's listing.
+    import numpy as np
+    from table_rows import STEP, uri
+
+    rng = np.random.default_rng(5)
+    for path, n in (("new10", 10), ("new100k", 100_000)):
+        numbers = np.sort(rng.choice(rows, n, replace=False)) * STEP + 2
+        new = pa.table({"video_uri": pa.array([uri(int(i)) for i in numbers], pa.string()),
+                        "source_size": pa.array(np.full(n, 1 << 20), pa.int64()),
+                        "source_version": pa.array([f"new:{i}" for i in numbers], pa.string()),
+                        "error_kind": pa.nulls(n, pa.string()), "error": pa.nulls(n, pa.string())})
+        out[path] = f"{folder}/listing-{rows}-{path}.parquet"
+        pq.write_table(new, out[path], row_group_size=50_000)
     return out
 

@@ -34,7 +34,8 @@ class Counts:
     error: int = 0
     rows: int = 0
     commits: int = 0
-    rewritten_rows: int = 0
+    rewritten_rows: int = 0  # rows copied into new files by this run's commits (files that held a replaced video)
+    commit_s: float = 0.0  # time spent in commits, retries included
     error_kinds: dict[str, int] = field(default_factory=dict)
     error_examples: dict[str, str] = field(default_factory=dict)
     placement: dict[str, dict[str, int]] = field(default_factory=dict)  # stage -> Ray node id -> clips
@@ -111,7 +112,9 @@ class Committer:
             return None
         rows = pa.concat_tables([pending for pending, _ in self._pending])
         self.seq += 1
+        start = time.monotonic()
         result = self.table.commit(rows, run_id=self.run_id, seq=self.seq)
+        self.counts.commit_s += time.monotonic() - start
         for _, tally in self._pending:
             self.counts.add(tally)
         self._pending.clear()

@@ -40,6 +40,7 @@ class JobConfig:
     probs: bool = False
     window_s: float | None = None
     stride_s: float | None = None
+    max_windows: int = 10_000  # windows per video, at most; a video needing more is a too_long error row
     model_name: str | None = None  # the `model` column; default: release name or the checkpoint's own
     weights_sha256: str | None = None  # optional pin of the weights file
     max_pixels: int | None = DEFAULT_MAX_PIXELS

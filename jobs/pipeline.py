@@ -83,7 +83,9 @@ def run_job(config: JobConfig) -> RunSummary:
     try:
         with _signals_interrupt():
             try:
+                plan_start = time.monotonic()
                 plan, work = planning.build(config, table, info.weights_sha256, mode, run_id)
+                summary.plan_s = time.monotonic() - plan_start
             except (StorageError, OSError) as exc:
                 raise JobError(f"cannot plan the run: {exc}") from exc
             summary.listed, summary.skipped, summary.total = plan.listed, plan.skipped, plan.total
@@ -98,22 +100,27 @@ def run_job(config: JobConfig) -> RunSummary:
                 summary.lost = reconcile(committer, plan, mode=mode, batch_rows=config.commit_every)
     except KeyboardInterrupt:
         _commit_what_is_done(committer)
-        record.finish("interrupted", **run_counts(summary), elapsed_s=time.time() - started)
+        record.finish("interrupted", **_ended(summary, started))
         raise JobInterrupted(f"interrupted: {summary.processed} videos committed in {config.output_uri} "
                              f"(run {run_id}); rerun to label the rest") from None
     except CommitError as exc:
-        record.finish("failed", reason=str(exc), **run_counts(summary), elapsed_s=time.time() - started)
+        record.finish("failed", reason=str(exc), **_ended(summary, started))
         raise JobFailed(str(exc)) from exc
     except JobError as exc:  # JobFailed too: what was committed before it is counted
-        record.finish("failed", reason=str(exc), **run_counts(summary), elapsed_s=time.time() - started)
+        record.finish("failed", reason=str(exc), **_ended(summary, started))
         raise
     except Exception as exc:
         record.finish("failed", reason=f"{type(exc).__name__}: {redact_url(str(exc))[:500]}",
                       elapsed_s=time.time() - started)
         raise
-    summary.elapsed_s = time.time() - started
-    record.finish("completed", **run_counts(summary), elapsed_s=summary.elapsed_s)
+    record.finish("completed", **_ended(summary, started))
     return summary
+
+
+def _ended(summary: RunSummary, started: float) -> dict:
+    """The run record's counts and timings at its end (the run's one wall time: from its start)."""
+    summary.elapsed_s = time.time() - started
+    return dict(run_counts(summary), elapsed_s=summary.elapsed_s)
 
 
 def _label(config: JobConfig, work, committer: Committer, info, class_names: list[str], model_name: str,
@@ -160,7 +167,8 @@ def _dataset(config: JobConfig, work, info, class_names, model_name: str, run_id
         ds = ds.map_batches(  # a video per task: each becomes many windows, decoded videos_per_task at a time
             ray_stages.windows_task, batch_size=1, batch_format="pyarrow", **decode,
             fn_kwargs={"tries": tries, "max_tries": 1 + config.decode_retries, "window": config.window_s,
-                       "stride": config.stride_s, "timeout": config.decode_timeout, "max_pixels": config.max_pixels},
+                       "stride": config.stride_s, "timeout": config.decode_timeout, "max_pixels": config.max_pixels,
+                       "max_windows": config.max_windows},
         )
     ds = ds.map_batches(
         ray_stages.decode_task, batch_size=config.videos_per_task, batch_format="pyarrow", **decode,

@@ -39,8 +39,10 @@ def connect_ray(address: str | None) -> None:
         log.info("forwarding AWS settings to Ray workers: %s", ", ".join(sorted(env)) or "none")
         runtime_env = {"env_vars": env} if env else None
     else:
-        # A head that dies with this process, even when it is killed (jobs/local_ray.py); its
-        # workers inherit this environment, as a ray.init() local Ray's do.
+        # A head of the run's own that dies with this process, even when it is killed
+        # (jobs/local_ray.py); its workers inherit this environment, as a ray.init() local Ray's
+        # do. (ray.init() alone would join the cluster last started with `ray start` on this
+        # machine, /tmp/ray/ray_current_cluster, and wait for it when that cluster is gone.)
         address = LocalRayHead().start().address
     import ray
 

@@ -1,12 +1,18 @@
 """Planning: what this run labels, computed on Ray, never held in the driver's memory.
 
     list_source(INPUT)                    Ray tasks: listing / manifest / S3 Inventory, keys normalised
-      .join(current labels, left_anti)    on (video_uri, source_version); same weights and mode;
-                                          retryable and option-dependent errors are not skipped
-      .sort(video_uri) [.limit(N)]        URI order: --limit takes the first N still to label,
+      .sort(video_uri)                    URI order: --limit takes the first N still to label,
                                           and commits come out clustered by video_uri
+      drop what is done                   per sorted block, the current rows of *its* videos only
+                                          (jobs.lookup: file and row-group URI ranges), skipped when
+                                          same source_version, weights and mode, and ok or a final error
+      [.limit(N)]
       .write_parquet(_runs/<run>.plan/)   the plan: the total for progress, and what the end of
                                           the run reconciles against (without listing again)
+
+The skip test reads only the files and row groups whose URI range can hold a listed video, so
+its cost follows the listing, not the table: 10 new videos against 10M labelled ones read a
+few row groups.
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from jobs.lookup import rows_of
 from jobs.schema import OPTION_ERROR_KINDS, RETRYABLE_ERROR_KINDS, plain
 from jobs.segments import video_row_index
 from jobs.table import LabelTable
@@ -25,16 +32,15 @@ log = logging.getLogger("stam_label")
 PLAN_TYPES = {"video_uri": pa.string(), "source_size": pa.int64(), "source_version": pa.string(),
               "error_kind": pa.string(), "error": pa.string()}
 PLAN_COLUMNS = tuple(PLAN_TYPES)
-# Plans up to this many listed videos are joined and sorted on the driver (about 60 MB of
-# Arrow at most); larger ones with Ray's distributed join and sort.
+# Plans up to this many listed videos are sorted and looked up on the driver (about 60 MB of
+# Arrow at most); larger ones with Ray's distributed sort and a look-up per block.
 LOCAL_PLAN_MAX_ROWS = 200_000
-MAX_BLOCKS = 100_000
-STREAM_ROWS = 50_000  # current rows read at a time by the driver-side plan  # Ray's per-block bookkeeping: beyond this, blocks grow instead
+MAX_BLOCKS = 100_000  # Ray's per-block bookkeeping: beyond this, blocks grow instead
 JOIN_PARTITIONS_PER_CPU = 2
 
 DONE_COLUMNS = ("video_uri", "source_version")  # the skip test's join key
-# What done_filter reads. Filter after reading: delta-rs writes string_view columns, which a
-# scan-time filter against a plain string literal does not match.
+# What done_filter reads (after reading: files written by delta-rs may hold string_view columns,
+# which a scan-time filter against a plain string literal does not match).
 DONE_FILTER_COLUMNS = ("video_uri", "source_version", "weights_sha256", "mode", "segment_index", "status",
                        "error_kind")
 
@@ -76,21 +82,6 @@ def _join_partitions() -> int:
     import ray
 
     return max(2, int(ray.cluster_resources().get("CPU", 1) * JOIN_PARTITIONS_PER_CPU))
-
-
-def done_dataset(table: LabelTable, weights_sha256: str | None, mode: str):
-    """(video_uri, source_version) of the current rows a run with these weights may skip."""
-    import ray
-
-    files = table.data_files()
-    if not files:
-        return None
-    expression = done_filter(weights_sha256, mode)
-    def keep_done(batch: pa.Table) -> pa.Table:
-        return plain(batch).filter(expression).select(list(DONE_COLUMNS))
-
-    current = ray.data.read_parquet(files, filesystem=table.fs).select_columns(list(DONE_FILTER_COLUMNS))
-    return current.map_batches(keep_done, batch_format="pyarrow", batch_size=None)
 
 
 def listing(config):
@@ -138,49 +129,62 @@ def build(config, table: LabelTable, weights_sha256: str | None, mode: str, run_
 
 
 def _small_plan(listed_ds, table: LabelTable, done: pc.Expression | None) -> pa.Table:
-    """Up to LOCAL_PLAN_MAX_ROWS listed videos: anti-join and sort in Arrow on the driver.
+    """Up to LOCAL_PLAN_MAX_ROWS listed videos: sorted and looked up on the driver.
 
     Ray's shuffles start aggregator actors (about 14 s each on 2 cores) whatever the size; a
-    small plan is cheaper here, and its memory is bounded by the threshold. The current
-    labels are streamed batch by batch, so a large table does not load the driver either.
+    small plan is cheaper here, and its memory is bounded by the threshold.
     """
     import ray
 
     refs = listed_ds.to_arrow_refs()
-    listed = pa.concat_tables([plain(t) for t in ray.get(refs)]) if refs else None
-    if listed is None or listed.num_rows == 0:
+    parts = [_plan_rows(t) for t in ray.get(refs)] if refs else []
+    parts = [t for t in parts if t.num_rows]
+    if not parts:
+        return _plan_rows(None)
+    listed = pa.concat_tables(parts).sort_by("video_uri")
+    return drop_done(listed, files=table.file_ranges() if done is not None else [], fs=table.fs, done=done)
+
+
+def _plan_rows(batch: pa.Table | None) -> pa.Table:
+    """A listing block in the plan's own schema (columns in order, plain types), whatever its source."""
+    if batch is None:
         return pa.table({c: pa.array([], t) for c, t in PLAN_TYPES.items()})
-    listed = listed.select(list(PLAN_COLUMNS)).cast(pa.schema(PLAN_TYPES.items()))
-    if done is not None:
-        for batch in _stream(table, list(DONE_FILTER_COLUMNS)):
-            keys = plain(pa.Table.from_batches([batch])).filter(done).select(list(DONE_COLUMNS))
-            if keys.num_rows:
-                listed = listed.join(keys, keys=list(DONE_COLUMNS), join_type="left anti")
-    return listed.sort_by("video_uri").select(list(PLAN_COLUMNS))
+    return plain(batch).select(list(PLAN_COLUMNS)).cast(pa.schema(PLAN_TYPES.items()))
 
 
-def _stream(table: LabelTable, columns: list[str]):
-    """The current rows' ``columns``, STREAM_ROWS at a time, file by file.
+def drop_done(listed: pa.Table, *, files: list, fs, done: pc.Expression | None) -> pa.Table:
+    """``listed`` (sorted by video_uri) without the videos a run may skip: the skip test.
 
-    Batches are cut below a row group (a compacted table's row group holds ~1M rows, which
-    a dataset scanner would decode whole), so the driver's memory stays flat.
+    Reads the current rows of ``listed``'s videos only (jobs.lookup), so its cost follows the
+    listing, not the table.
     """
-    import pyarrow.parquet as pq
-
-    for path in table.data_files():
-        with table.fs.open_input_file(path) as f:
-            parquet = pq.ParquetFile(f, pre_buffer=False)
-            present = [c for c in columns if c in parquet.schema_arrow.names]
-            yield from parquet.iter_batches(batch_size=STREAM_ROWS, columns=present)
+    listed = _plan_rows(listed)
+    if done is None or not files or not listed.num_rows:
+        return listed
+    current = rows_of(fs, files, listed["video_uri"], list(DONE_FILTER_COLUMNS))
+    if current is None:
+        return listed
+    keys = current.filter(done).select(list(DONE_COLUMNS))
+    if not keys.num_rows:
+        return listed
+    # Arrow's join does not keep order: re-sort (the block is small, and sorted already).
+    return listed.join(keys, keys=list(DONE_COLUMNS), join_type="left anti").sort_by("video_uri")
 
 
 def _large_plan(listed_ds, table: LabelTable, weights_sha256: str | None, mode: str, relabel: bool):
-    """Ray's distributed anti-join and sort: driver memory stays flat whatever the archive's size."""
-    todo = listed_ds
-    done = None if relabel else done_dataset(table, weights_sha256, mode)
-    if done is not None:
-        todo = listed_ds.join(done, join_type="left_anti", num_partitions=_join_partitions(), on=DONE_COLUMNS)
-    return todo.sort("video_uri").materialize()
+    """Ray's distributed sort, then the skip test per sorted block: driver memory stays flat.
+
+    Each block is a narrow URI range, so it reads only the files and row groups of that range;
+    the file ranges (a few bytes per file) travel to the tasks once, through the object store.
+    """
+    todo = listed_ds.map_batches(_plan_rows, batch_format="pyarrow", batch_size=None).sort("video_uri")
+    if not relabel:
+        files = table.file_ranges()
+        if files:
+            todo = todo.map_batches(drop_done, batch_format="pyarrow", batch_size=None,
+                                    fn_kwargs={"files": files, "fs": table.fs,
+                                               "done": done_filter(weights_sha256, mode)})
+    return todo.materialize()
 
 
 def read(table: LabelTable, path: str):

@@ -116,6 +116,7 @@ class RunSummary(Counts):
     total: int = 0  # videos this run set out to label (the plan)
     lost: int = 0
     elapsed_s: float = 0.0
+    plan_s: float = 0.0  # listing and the skip test
     execution_started_at: float = 0.0  # the plan is ready: the dataset starts
     dry_run: bool = False
     first_uris: list[str] = field(default_factory=list)  # --dry-run: the first videos to label
@@ -171,7 +172,9 @@ def run_counts(summary: RunSummary) -> dict:
         totals["model_s_per_footage_h"] = totals.get("model_s", 0) / hours
     return {"totals": totals, "counts": {"listed": summary.listed, "skipped": summary.skipped, "to_label": summary.total,
                        "ok": summary.ok, "error": summary.error, "rows": summary.rows, "lost": summary.lost,
-                       "commits": summary.commits},
+                       "commits": summary.commits, "rows_rewritten": summary.rewritten_rows},
+            "timings": {"plan_s": round(summary.plan_s, 3), "commit_s": round(summary.commit_s, 3),
+                        "wall_s": round(summary.elapsed_s, 3) if summary.elapsed_s else None},
             "error_kinds": summary.error_kinds, "placement": summary.placement,
             "videos_per_s_from_dataset_start": summary.rate_from_start, "first_row_s": summary.first_row_s}
 

@@ -2,8 +2,12 @@
 plain Arrow types its rows have when read back (``plain``)."""
 from __future__ import annotations
 
+import functools
+
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from jobs.segments import video_row_index
 
 BASE_FIELDS = [
     pa.field("video_uri", pa.string(), nullable=False),
@@ -43,12 +47,23 @@ BASE_FIELDS = [
 
 PROBS_FIELD = pa.field("probs", pa.list_(pa.float32()))
 
+# The human review (`stam-label import-reviews`): set on a video's own row only, kept by every
+# later run of that video (keep_human_columns). The model columns (labels, scores, score) keep
+# the model's answer; the flat ``label`` is the human label where there is one.
+HUMAN_FIELDS = [
+    pa.field("human_label", pa.string()),  # the annotator's class name; null when not reviewed
+    pa.field("reviewed_by", pa.string()),  # who reviewed it (as the review tool names them)
+    pa.field("reviewed_at", pa.timestamp("us", tz="UTC")),
+]
+HUMAN_COLUMNS = tuple(f.name for f in HUMAN_FIELDS)
+LABEL_SOURCE_FIELD = pa.field("label_source", pa.string())  # "human" | "model"; null when no label
+
 # Error kinds worth another try on the next run; others are final for that source version.
 RETRYABLE_ERROR_KINDS = frozenset({"read_error", "timeout", "decoder_crash", "lost", "not_found", "incomplete",
                                    "out_of_memory", "list_error"})
-# Error kinds that depend on the run's options (--max-pixels, --allow-local-paths): every run
+# Error kinds that depend on the run's options (--max-pixels, --allow-local-paths, --max-windows): every run
 # tries them again (a header read or a check), so a run with other options gets its answer.
-OPTION_ERROR_KINDS = frozenset({"too_large", "not_allowed"})
+OPTION_ERROR_KINDS = frozenset({"too_large", "not_allowed", "too_long"})
 
 
 def output_schema(embedding_dim: int = 0, probs: bool = False) -> pa.Schema:
@@ -62,21 +77,62 @@ def output_schema(embedding_dim: int = 0, probs: bool = False) -> pa.Schema:
     return pa.schema(fields)
 
 
-def with_flat_columns(data):
-    """Fill ``label``/``score`` from ``labels``/``scores`` (the one place they are derived).
+FLAT_FIELDS = [pa.field("label", pa.string()), pa.field("score", pa.float32()), *HUMAN_FIELDS, LABEL_SOURCE_FIELD]
 
-    A schema is returned with both fields present; a table gets both columns recomputed.
+
+def with_flat_columns(data):
+    """Fill ``label``/``score``/``label_source`` (the one place they are derived).
+
+    ``label`` is the human label where there is one, else the model's top-1 (``labels[0]``);
+    ``label_source`` says which ("human"/"model"; null for a row with no label); ``score`` is
+    always the model's top-1 probability. Missing human columns are added as nulls.
+    A schema is returned with all these fields present; a table gets them recomputed.
     """
     if isinstance(data, pa.Schema):
-        for name, type_ in (("label", pa.string()), ("score", pa.float32())):
-            if name not in data.names:
-                data = data.append(pa.field(name, type_))
+        for field in FLAT_FIELDS:
+            if field.name not in data.names:
+                data = data.append(field)
         return data
-    label, score = _first(data["labels"], pa.string()), _first(data["scores"], pa.float32())
-    for name, values in (("label", label), ("score", score.cast(pa.float32()))):
+    for field in HUMAN_FIELDS:
+        if field.name not in data.column_names:
+            data = data.append_column(field, pa.nulls(data.num_rows, field.type))
+    model_label = _first(data["labels"], pa.string())
+    human = data["human_label"].cast(pa.string())
+    is_human = pc.is_valid(human)
+    label = pc.if_else(is_human, human, model_label)
+    source = pc.if_else(is_human, pa.scalar("human"),
+                        pc.if_else(pc.is_valid(model_label), pa.scalar("model"), pa.scalar(None, pa.string())))
+    score = _first(data["scores"], pa.float32()).cast(pa.float32())
+    for name, values in (("label", label), ("score", score), ("label_source", source)):
         data = (data.set_column(data.schema.get_field_index(name), name, values) if name in data.column_names
                 else data.append_column(name, values))
     return data
+
+
+def keep_human_columns(new_rows: pa.Table, current: pa.Table | None) -> pa.Table:
+    """The rows a commit is about to write, with the human review of their videos carried over.
+
+    ``current`` holds the current rows of the same videos that carry a human label (at least
+    ``video_uri`` and HUMAN_COLUMNS; only a video's own row ever has one). Each video's own row in
+    ``new_rows`` (segment_index == video_row_index(mode), so a change of mode keeps it too) takes
+    them by ``video_uri``; then ``label``/``label_source`` are derived again (with_flat_columns).
+    """
+    new_rows = with_flat_columns(new_rows)
+    if current is None or current.num_rows == 0 or new_rows.num_rows == 0:
+        return new_rows
+    reviewed = current.filter(pc.is_valid(current["human_label"]))
+    # A video's own row, by segments.video_row_index, tested once per mode present (a handful).
+    own = functools.reduce(pc.or_, [
+        pc.and_(pc.equal(new_rows["mode"], mode), pc.equal(new_rows["segment_index"], video_row_index(mode)))
+        for mode in pc.unique(new_rows["mode"]).to_pylist()])
+    # Row i of new_rows takes row at[i] of reviewed: only its own row, only a reviewed video.
+    at = pc.index_in(new_rows["video_uri"], value_set=reviewed["video_uri"].combine_chunks())
+    at = pc.if_else(own, at, pa.scalar(None, pa.int32()))
+    for field in HUMAN_FIELDS:
+        values = reviewed[field.name].cast(field.type).take(at)
+        kept = pc.if_else(pc.is_valid(at), values, new_rows[field.name].cast(field.type))
+        new_rows = new_rows.set_column(new_rows.schema.get_field_index(field.name), field, kept)
+    return with_flat_columns(new_rows)
 
 
 def _first(lists, type_: pa.DataType):

@@ -15,6 +15,7 @@ import pyarrow as pa
 
 MIN_LAST_FRACTION = 0.5
 VIDEO_LEVEL = -1
+MAX_VIDEO_WARNINGS = 10
 # What a video-level row takes from its windows: who labelled which file, and (when ok) the stream.
 VIDEO_IDENTITY = ("video_uri", "mode", "source_size", "source_version", "model", "weights_sha256", "precision",
                   "run_id")
@@ -26,7 +27,11 @@ def video_row_index(mode: str) -> int:
     return 0 if mode == "video" else VIDEO_LEVEL
 
 
-def plan_windows(duration: float, window: float, stride: float | None = None) -> list[tuple[float, float]]:
+def plan_windows(duration: float, window: float, stride: float | None = None,
+                 limit: int | None = None) -> list[tuple[float, float]]:
+    """The (start, end) windows of a video of ``duration`` seconds. With a ``limit``, planning
+    stops after ``limit + 1`` windows: more than ``limit`` says the video is over it, without
+    building a list as long as the video (a header may claim any duration)."""
     if window <= 0 or (stride is not None and stride <= 0):
         raise ValueError("window and stride must be positive")
     stride = stride or window
@@ -40,10 +45,20 @@ def plan_windows(duration: float, window: float, stride: float | None = None) ->
             windows[-1] = (windows[-1][0], duration)
             break
         windows.append((start, end))
-        if end >= duration:
+        if end >= duration or (limit is not None and len(windows) > limit):
             break
         start += stride
     return windows
+
+
+def video_warnings(rows: list[dict]) -> list[str] | None:
+    """The video-level row's warnings: each distinct line of its windows', in window order (a
+    header claiming more than the stream holds is said by every window: once here), at most
+    MAX_VIDEO_WARNINGS of them; None when the windows had none."""
+    lines = list(dict.fromkeys(line for r in rows for line in (r.get("warnings") or ())))
+    if len(lines) > MAX_VIDEO_WARNINGS:
+        lines = lines[:MAX_VIDEO_WARNINGS - 1] + [f"... and {len(lines) - MAX_VIDEO_WARNINGS + 1} more in the windows"]
+    return lines or None
 
 
 class VideoLevel:
@@ -97,7 +112,8 @@ class VideoLevel:
         video.update({key: first[key] for key in VIDEO_IDENTITY if key in first})
         duration = max((r["duration_s"] for r in ok if r["duration_s"] is not None), default=None)
         video.update(segment_index=VIDEO_LEVEL, labelled_at=max(r["labelled_at"] for r in rows),
-                     segment_start_s=None if duration is None else 0.0, segment_end_s=duration, duration_s=duration)
+                     segment_start_s=None if duration is None else 0.0, segment_end_s=duration, duration_s=duration,
+                     warnings=video_warnings(rows))
         missing = sorted(set(range(expected)) - {r["segment_index"] for r in rows})
         if missing:
             shown = ", ".join(map(str, missing[:20])) + (" ..." if len(missing) > 20 else "")

@@ -10,12 +10,18 @@ Earlier versions are the history (``DeltaTable.history()``, time travel). Delta 
 ``_``-prefixed paths, so the run records never show up as rows.
 
 Commit protocol (``commit``): a batch of *whole videos* replaces those videos in one
-transaction (a merge that upserts each (video_uri, segment_index) and deletes the video's rows
-the batch does not have: stale windows when the window count or mode changed). Each commit
-records a Delta app transaction (app id = run id, version = the run's commit sequence);
-before every try the committer reads it back and skips a commit that already landed, so a
-retry after a lost response adds nothing. Conflicts with a concurrent writer are retried on a
-fresh snapshot; storage errors are retried with backoff for a bounded time.
+transaction: ``write_deltalake(mode="overwrite", predicate="video_uri IN (...)")`` deletes every
+current row of the batch's videos (stale windows included) and adds the batch. delta-rs prunes
+the files by their video_uri statistics and rewrites only files that hold one of the videos, so
+a commit of new videos rewrites nothing and a relabel rewrites the files of its videos, not the
+table; the rows it copies go into files of about a commit's size (REWRITE_FILE_BYTES), so a
+relabel in URI order copies each row about once. Each commit records a Delta app transaction
+(app id = run id, version = the run's commit sequence); before every try the committer reads it
+back and skips a commit that already landed, so a retry after a lost response adds nothing. A
+concurrent commit that wrote one of the batch's videos is a conflict (the predicate names them),
+retried on a fresh snapshot; storage errors are retried with backoff for a bounded time.
+Checkpoints every CHECKPOINT_INTERVAL versions keep opening the table cheap (``optimize``
+removes expired log files).
 
 Reading: through ``file_uris()`` and pyarrow, not ``to_pyarrow_table``/``to_pandas``: those
 made the process abort at exit in tests here (delta-rs #2184, apache/arrow #34314).
@@ -37,7 +43,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
-from jobs.schema import plain_schema, with_flat_columns
+from jobs.schema import HUMAN_COLUMNS, keep_human_columns, plain_schema, with_flat_columns
 from jobs.storage import StorageError, put_bytes, resolve
 from stam_core.storage import s3_endpoint_and_region
 
@@ -47,6 +53,10 @@ TEMP_FILE_MAX_AGE_S = 3600  # a temp file this old belongs to no live write
 RUN_STALE_AFTER_S = 300  # a run whose heartbeat is older than this is dead
 READ_RETRY_S = 120.0  # reads of the table retry storage errors this long
 KEY = ("video_uri", "segment_index")
+CHECKPOINT_INTERVAL = 100  # versions between Delta checkpoints (opening reads one + at most 99 JSON files)
+# Files a commit writes (its rows and the rows it copies): about a commit's worth of rows, so
+# the next commit of a relabel in URI order copies at most one such file, not a large one again.
+REWRITE_FILE_BYTES = 256 << 10
 
 
 class CommitError(Exception):
@@ -142,6 +152,7 @@ class LabelTable:
         try:
             DeltaTable.create(self.uri, with_flat_columns(schema), mode="ignore", name="stam_labels",
                               description="STAM video labels: one current row per (video_uri, segment_index)",
+                              configuration={"delta.checkpointInterval": str(CHECKPOINT_INTERVAL)},
                               storage_options=self.storage_options)
         except (DeltaError, OSError) as exc:
             if not self.exists():  # a concurrent run creating it first is fine
@@ -149,7 +160,22 @@ class LabelTable:
 
     # ---- committing ------------------------------------------------------------------
     def commit(self, rows: pa.Table, *, run_id: str, seq: int) -> CommitResult:
-        """Replace the videos in ``rows`` (whole videos only) in one idempotent transaction."""
+        """Replace the videos in ``rows`` (whole videos only) in one idempotent transaction.
+
+        The human review of these videos survives their relabelling (read on the same snapshot).
+        """
+        rows = _last_per_key(with_flat_columns(rows)).sort_by([("video_uri", "ascending"),
+                                                               ("segment_index", "ascending")])
+        return self.rewrite(lambda table: keep_human_columns(rows, self._reviewed(table, rows)), run_id=run_id,
+                            seq=seq)
+
+    def rewrite(self, make_rows, *, run_id: str, seq: int) -> CommitResult:
+        """Replace whole videos with ``make_rows(snapshot)`` in one idempotent transaction.
+
+        ``make_rows`` is called on every try with the snapshot the try commits against, so rows
+        it derives from the table (a review import) are never older than what they replace: a
+        concurrent commit of one of its videos is a conflict, and the next try reads again.
+        """
         from deltalake.exceptions import (
             CommitFailedError,
             DeltaError,
@@ -157,8 +183,6 @@ class LabelTable:
             SchemaMismatchError,
         )
 
-        rows = _last_per_key(with_flat_columns(rows)).sort_by([("video_uri", "ascending"),
-                                                               ("segment_index", "ascending")])
         deadline = time.monotonic() + self.commit_timeout_s
         delay, tries = 0.5, 0
         while True:
@@ -167,10 +191,11 @@ class LabelTable:
                 table = self._snapshot()
                 done = table.transaction_version(run_id)
                 if done is not None and done >= seq:
-                    return CommitResult(None, rows.num_rows, tries=tries)  # landed; its answer was lost
-                metrics = self._merge(table, rows, run_id, seq)
-                return CommitResult(self._snapshot().version(), rows.num_rows,
-                                    rewritten_rows=int(metrics.get("num_target_rows_copied", 0)), tries=tries)
+                    return CommitResult(None, 0, tries=tries)  # landed; its answer was lost
+                rows = make_rows(table)
+                version = self._replace(table, rows, run_id, seq)
+                return CommitResult(version, rows.num_rows, rewritten_rows=self._rows_copied(version, rows.num_rows),
+                                    tries=tries)
             except (SchemaMismatchError, DeltaProtocolError) as exc:
                 raise CommitError(f"{self.uri}: commit {seq} of run {run_id} refused: {_short(exc)}") from exc
             except CommitFailedError as exc:
@@ -184,20 +209,64 @@ class LabelTable:
             log.warning("commit %d of run %s failed (%s); retrying in %.1f s", seq, run_id, reason, wait)
             time.sleep(wait)
 
-    def _merge(self, table, rows: pa.Table, run_id: str, seq: int) -> dict:
+    def rows_of(self, table, uris, columns: list[str] | None = None) -> pa.Table | None:
+        """The current rows of the videos ``uris`` in ``table`` (a snapshot), in its schema (plain types);
+        read only from the files and row groups that can hold them (jobs.lookup)."""
+        from jobs.lookup import rows_of
+
+        schema = plain_schema(pa.schema(table.schema().to_arrow()))
+        names = columns or schema.names
+        found = rows_of(self.fs, self.file_ranges(table), uris, names)
+        if found is None:
+            return None
+        return found.cast(pa.schema([schema.field(n) for n in names]))
+
+    def _replace(self, table, rows: pa.Table, run_id: str, seq: int) -> int:
+        """One transaction: the batch's videos' current rows out, ``rows`` in. Returns its version."""
+        from deltalake import write_deltalake
         from deltalake.transaction import CommitProperties, Transaction
 
         videos = ", ".join(_sql_literal(u) for u in pc.unique(rows["video_uri"]).to_pylist())
-        merger = table.merge(
-            rows, predicate="t.video_uri = s.video_uri AND t.segment_index = s.segment_index",
-            source_alias="s", target_alias="t", merge_schema=True,
-            commit_properties=CommitProperties(app_transactions=[Transaction(run_id, seq)],
-                                               custom_metadata={"stam_label.run_id": run_id,
-                                                                "stam_label.commit": str(seq)}))
-        return (merger.when_matched_update_all().when_not_matched_insert_all()
-                # The replaced videos' rows the batch does not have (stale windows).
-                .when_not_matched_by_source_delete(predicate=f"t.video_uri IN ({videos})")
-                .execute())
+        write_deltalake(table, rows, mode="overwrite", predicate=f"video_uri IN ({videos})", schema_mode="merge",
+                        target_file_size=REWRITE_FILE_BYTES,
+                        commit_properties=CommitProperties(app_transactions=[Transaction(run_id, seq)],
+                                                           custom_metadata={"stam_label.run_id": run_id,
+                                                                            "stam_label.commit": str(seq)}))
+        return table.version()  # the object follows its own write
+
+    def _rows_copied(self, version: int, written: int) -> int:
+        """Rows the commit at ``version`` copied from the files it replaced: its added rows minus its own.
+
+        Read from that version's log entry (one small JSON file), not from a snapshot.
+        """
+        path = f"{self.root}/_delta_log/{version:020d}.json"
+        added = 0
+        try:
+            with self.fs.open_input_stream(path) as f:
+                for line in f.read().decode().splitlines():
+                    action = json.loads(line) if line.strip() else {}
+                    stats = (action.get("add") or {}).get("stats")
+                    if stats:
+                        added += int(json.loads(stats).get("numRecords", 0))
+        except (OSError, ValueError) as exc:
+            log.debug("cannot read the log entry of version %d (%s): rows copied unknown", version, exc)
+            return 0
+        return max(added - written, 0)
+
+    def _reviewed(self, table, rows: pa.Table) -> pa.Table | None:
+        """The current human columns of the videos in ``rows`` that have been reviewed (None: none).
+
+        Read like the skip test (jobs.lookup): only the files and row groups that can hold them.
+        """
+        from jobs.lookup import rows_of
+
+        if "human_label" not in pa.schema(table.schema().to_arrow()).names:
+            return None  # a table from before the review columns: nothing to keep
+        # Only files holding a review (the log's null counts say which): a commit of new videos
+        # into a table with few reviews reads next to nothing.
+        files = [f for f in self.file_ranges(table) if f.reviewed]
+        current = rows_of(self.fs, files, rows["video_uri"], ["video_uri", *HUMAN_COLUMNS]) if files else None
+        return None if current is None else current.filter(pc.is_valid(current["human_label"]))
 
     def _snapshot(self, version: int | None = None):
         from deltalake import DeltaTable
@@ -219,6 +288,13 @@ class LabelTable:
         if table is None:
             return []
         return [_fs_path(u) for u in table.file_uris()]
+
+    def file_ranges(self, snapshot=None) -> list:
+        """The current data files with their video_uri bounds (jobs.lookup.FileRange), from the log."""
+        from jobs.lookup import file_ranges
+
+        table = snapshot if snapshot is not None else self.snapshot()
+        return [] if table is None else file_ranges(table, _fs_path)
 
     def schema(self) -> pa.Schema | None:
         table = self.snapshot()
@@ -265,7 +341,6 @@ class LabelTable:
                         log.warning("%s: not a run record (invalid JSON); ignored", info.path)
         return sorted(out, key=lambda m: m.get("started_at", ""))
 
-    read_manifests = read_run_records
 
     def plan_path(self, run_id: str) -> str:
         return f"{self.root}/_runs/{run_id}.plan"

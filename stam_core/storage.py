@@ -48,6 +48,18 @@ def s3_filesystem():
     return _S3[key]
 
 
+def pyarrow_reads_key_exactly(path: str) -> bool:
+    """Whether pyarrow's S3FileSystem addresses ``bucket/key`` exactly.
+
+    It does not for keys with an empty, ``.`` or ``..`` path component (``a//b.mp4``,
+    ``a/./b.mp4``, ``a/../b.mp4``): it refuses the empty one and its HTTP layer collapses
+    the others, so it would ask S3 for another key (measured: ``a/./b.mp4`` became a HEAD of
+    ``a/b.mp4``). Such keys are valid S3 keys: read them with a client that sends the key
+    as it is (jobs reads them through boto3 and hands the decoder a file object).
+    """
+    return not any(part in ("", ".", "..") for part in path.split("/"))
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, *, mode: int = 0o644) -> Iterator[BinaryIO]:
     """A binary file whose bytes appear at ``path`` all at once when the block ends, never half.

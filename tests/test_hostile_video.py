@@ -19,7 +19,7 @@ from jobs.tools.samples import write_video  # noqa: E402
 from stam_core.video import decode_worker  # noqa: E402
 from stam_core.video.decode_worker import decode_memory_limit  # noqa: E402
 from support import decode_faults  # noqa: E402
-from support.videogen import decode_index, draw_index, make_video  # noqa: E402
+from support.videogen import decode_index, draw_index, make_false_duration_mkv, make_video  # noqa: E402
 
 FRAMES = 16
 # Enough for the worker itself (about 65 MB of data at rest) and opening a file, far too
@@ -276,3 +276,30 @@ def test_non_utf8_local_path(folder, timeout):
         stam_core.read_clip(missing, FRAMES, timeout=timeout)
     caught.value.source.encode("utf-8")  # the message is printable and storable
     assert caught.value.source.endswith("gon\\xe9.mp4")
+
+
+# ---- a header that claims far more than the stream holds ----------------------------------
+@pytest.mark.parametrize("timeout", [None, 30])
+def test_a_header_claiming_24_hours_does_not_decide_the_duration(folder, timeout):
+    path = make_false_duration_mkv(folder / "claims_24h.mkv")  # 16 frames at 8 fps: 2 s
+    with av.open(str(path)) as container:  # FFmpeg itself believes the header
+        assert container.duration / 1e6 == pytest.approx(86_400)
+    info = stam_core.probe_video(path, timeout=timeout)
+    assert info.claimed_duration_s == pytest.approx(86_400)
+    assert info.duration_s == pytest.approx(2.0) and info.frame_count == 16
+    # Cheap: a seek to the last keyframe and that GOP's packets (4), no decoding beyond the first frame.
+    assert info.seeks <= 2 and info.packets_read <= 4 and info.frames_decoded == 1
+    clip = stam_core.read_clip(path, FRAMES, timeout=timeout)
+    assert_exact(clip, fps=8)
+    assert sorted(set(clip.indices)) == list(range(16)) and max(clip.timestamps) < 2.0
+    assert clip.info.duration_s == pytest.approx(2.0)
+    assert clip.warnings == ["the container claims 86400.000 s but the stream ends at 2.000 s (shorter than claimed)"]
+    with pytest.raises(stam_core.VideoError, match="outside the video"):
+        stam_core.read_clip(path, FRAMES, start=2.0, end=2.5, timeout=timeout)
+
+
+def test_an_honest_header_is_believed_without_a_seek(folder):
+    path = make_video(folder / "honest.mkv", num_frames=48, fps=24, gop=12)
+    info = stam_core.probe_video(path, timeout=None)
+    assert info.claimed_duration_s is None and info.duration_s == pytest.approx(2.0)
+    assert info.packets_read == 0  # no look at the tail: the index reaches the claim

@@ -16,7 +16,7 @@ import stam_core.model
 from conftest import VENV_BIN, wait_for
 from conftest import job_config as config
 from jobs.pipeline import run_job
-from jobs.schema import output_schema
+from jobs.schema import output_schema, with_flat_columns
 from jobs.table import LabelTable
 from jobs.tools.samples import make_sample_video
 from support.videogen import make_audio_only
@@ -52,7 +52,8 @@ def test_local_folder_end_to_end(video_dir, tmp_path, tiny_weights, ray_head):
 
     table = LabelTable(str(out)).read_current()
     assert names(table) == Counter({Path(n).name: 1 for n in list(GOOD) + list(BAD)})
-    assert [(f.name, f.type) for f in table.schema] == [(f.name, f.type) for f in output_schema()]
+    # The rows' schema, plus the review columns every table has (jobs.schema.with_flat_columns).
+    assert [(f.name, f.type) for f in table.schema] == [(f.name, f.type) for f in with_flat_columns(output_schema())]
     rows = {Path(r["video_uri"]).name: r for r in table.to_pylist()}
     for name in GOOD:
         row = rows[Path(name).name]

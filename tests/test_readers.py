@@ -40,7 +40,7 @@ print(duckdb.sql("SELECT count(*) FROM labels WHERE segment_index IN (0, -1)").f
 """,
     "ray": """
 import ray
-ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
 print(ray.data.read_delta(PATH).count())
 """,
 }

@@ -18,6 +18,14 @@ def test_plan_windows(duration, window, stride, expected):
     assert plan_windows(duration, window, stride) == [(float(a), float(b)) for a, b in expected]
 
 
+def test_plan_windows_stops_one_past_the_limit():
+    # A header may claim any duration: planning never builds more than limit + 1 windows.
+    assert len(plan_windows(86_400, 0.5, limit=10_000)) == 10_001
+    assert plan_windows(25, 10, limit=3) == plan_windows(25, 10) == [(0.0, 10.0), (10.0, 20.0), (20.0, 25.0)]
+    assert len(plan_windows(24, 10, limit=1)) == 2  # 2 windows (the short tail merged) > 1
+    assert len(plan_windows(24, 10, limit=2)) == 2
+
+
 def test_plan_windows_rejects_bad_sizes():
     with pytest.raises(ValueError):
         plan_windows(10, 0)
@@ -83,3 +91,37 @@ def test_the_video_row_takes_no_windows_bounds_or_decode_facts():
     *_, video = feed(agg, failed)
     assert video["status"] == "error"
     assert all(video[k] is None for k in ("segment_start_s", "segment_end_s", "duration_s", "fps", "codec"))
+
+
+def test_the_video_row_says_each_distinct_window_warning_once():
+    claim = "the container claims 86400.000 s but the stream ends at 2.000 s (shorter than claimed)"
+    agg = VideoLevel(["a", "b"], top_k=1)
+    rows = window_rows("v", [[0.9, 0.1], [0.2, 0.8], [0.5, 0.5]], ["ok", "ok", "ok"]).append_column(
+        "warnings", pa.array([[claim], [claim, "1 undecodable packet at 1.2 s (of 9 packets read)"], None]))
+    *windows, video = feed(agg, rows)
+    assert video["warnings"] == [claim, "1 undecodable packet at 1.2 s (of 9 packets read)"]
+    assert windows[0]["warnings"] == [claim]
+    many = window_rows("w", [[0.9, 0.1]] * 12, ["ok"] * 12).append_column(
+        "warnings", pa.array([[f"damage {i}"] for i in range(12)]))
+    *_, video = feed(agg, many)
+    assert video["warnings"] == [f"damage {i}" for i in range(9)] + ["... and 3 more in the windows"]
+    *_, clean = feed(agg, window_rows("x", [[0.9, 0.1]], ["ok"]))
+    assert clean["warnings"] is None
+
+
+# ---- the windows stage -----------------------------------------------------------------------
+def test_windows_come_from_the_stream_not_the_header_and_are_bounded(tmp_path):
+    from jobs.stages.records import to_work_items
+    from jobs.stages.windows import expand_windows
+    from support.videogen import make_false_duration_mkv
+
+    fake = make_false_duration_mkv(tmp_path / "claims_24h.mkv")  # 2 s of frames, a header claiming 24 h
+    work = to_work_items(pa.table({"video_uri": [str(fake)], "source_size": [fake.stat().st_size],
+                                   "source_version": ["v1"]}))
+    items = expand_windows(work, window=0.5, stride=None, timeout=60, max_pixels=None, max_windows=10_000)
+    assert items["segment_index"].to_pylist() == [0, 1, 2, 3]  # not 172,800
+    assert items["end_s"].to_pylist() == [0.5, 1.0, 1.5, 2.0] and set(items["num_segments"].to_pylist()) == {4}
+    # Over the bound: one video-level error row, too_long, naming the video and the option.
+    (row,) = expand_windows(work, window=0.5, stride=None, timeout=60, max_pixels=None, max_windows=3).to_pylist()
+    assert row["segment_index"] == VIDEO_LEVEL and row["error_kind"] == "too_long"
+    assert row["error"].startswith(f"{fake}: 2.000 s in windows of 0.5 s") and "--max-windows" in row["error"]

@@ -186,3 +186,54 @@ def test_videos_count_once_their_commit_succeeds(tmp_path):
     with pytest.raises(CommitError):
         committer.flush()
     assert (committer.counts.ok, committer.counts.error, committer.counts.rows) == (1, 1, 2)
+
+
+def test_new_videos_rewrite_nothing_and_a_relabel_rewrites_only_its_files(tmp_path):
+    table = LabelTable(str(tmp_path / "out"))
+    table.ensure_created(output_schema())
+    for seq, prefix in enumerate("abc", 1):  # one file per commit, each holding a narrow URI range
+        table.commit(rows("r1", *[(f"{prefix}{i}", "ok", None, "1:1") for i in range(10)]), run_id="r1", seq=seq)
+    files = set(table.data_files())
+    assert len(files) == 3
+    # New videos between existing ones: inside file a's and b's URI ranges, yet nothing is rewritten.
+    new = table.commit(rows("r2", ("a5x", "ok", None, "1:1"), ("b5x", "ok", None, "1:1")), run_id="r2", seq=1)
+    assert new.rewritten_rows == 0 and files <= set(table.data_files())
+    files = set(table.data_files())
+    # A relabel of b3 replaces the file that holds it (copying its 9 other rows), and no other file.
+    holder = {f for f in files if any(r == "b3" for r in pq_uris(table, f))}
+    relabel = table.commit(rows("r3", ("b3", "ok", None, "1:2")), run_id="r3", seq=1)
+    assert relabel.rewritten_rows == 9
+    assert files - set(table.data_files()) == holder
+    now = current(table)
+    assert len(now) == 32 and now[("b3", 0)]["run_id"] == "r3" and now[("b4", 0)]["run_id"] == "r1"
+
+
+def pq_uris(table: LabelTable, path: str) -> list[str]:
+    import pyarrow.parquet as pq
+
+    with table.fs.open_input_file(path) as f:
+        return pq.read_table(f, columns=["video_uri"])["video_uri"].to_pylist()
+
+
+def test_data_files_read_into_pandas_with_plain_pyarrow(tmp_path):
+    """DuckDB, Spark and pandas users read the files directly: no string_view in their Arrow schema."""
+    import pyarrow.parquet as pq
+
+    table = LabelTable(str(tmp_path / "out"))
+    table.ensure_created(output_schema())
+    table.commit(rows("r1", ("a", "ok", None, "1:1"), ("b", "ok", None, "1:1")), run_id="r1", seq=1)
+    table.commit(rows("r2", ("a", "ok", None, "1:2"), ("c", "ok", None, "1:1")), run_id="r2", seq=1)
+    for path in table.data_files():
+        frame = pq.read_table(path).to_pandas()
+        assert list(frame["labels"].iloc[0]) == ["x", "y"]
+
+
+def test_the_log_is_checkpointed(tmp_path):
+    table = LabelTable(str(tmp_path / "out"))
+    table.ensure_created(output_schema())
+    for seq in range(1, 102):
+        table.commit(rows("r1", (f"v{seq:03d}", "ok", None, "1:1")), run_id="r1", seq=seq)
+    log_dir = tmp_path / "out" / "_delta_log"
+    assert (log_dir / "_last_checkpoint").exists()
+    assert list(log_dir.glob("*.checkpoint.parquet"))
+    assert len(current(table)) == 101

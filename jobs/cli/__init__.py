@@ -8,8 +8,8 @@ Errors are one line, ``Error: ...``, on stderr, without a traceback (-v logs it)
 
 Modules: ``options`` (the options shared between commands, with JobConfig's defaults;
 --config FILE; -v), ``errors`` (errors to exit codes), ``run`` (with the summary it prints),
-``demo``, ``export``, ``evaluate``, ``inspect``, ``maintenance`` (migrate, optimize). They
-import the tools they drive (jobs.pipeline, jobs.tools.*); nothing below imports them.
+``demo``, ``export``, ``evaluate``, ``inspect``, ``maintenance`` (migrate, optimize), ``review`` (review,
+import-reviews, diff). They import the tools they drive (jobs.pipeline, jobs.tools.*); nothing below imports them.
 """
 from __future__ import annotations
 
@@ -46,7 +46,9 @@ class _Group(click.Group):
 
     LAZY = {"demo": "jobs.cli.demo:demo_command", "evaluate": "jobs.cli.evaluate:evaluate_command",
             "export": "jobs.cli.export:export_command", "inspect": "jobs.cli.inspect:inspect_command",
-            "migrate": "jobs.cli.maintenance:migrate_command", "optimize": "jobs.cli.maintenance:optimize_command"}
+            "migrate": "jobs.cli.maintenance:migrate_command", "optimize": "jobs.cli.maintenance:optimize_command",
+            "review": "jobs.cli.review:review_command", "import-reviews": "jobs.cli.review:import_reviews_command",
+            "diff": "jobs.cli.review:diff_command"}
 
     def list_commands(self, ctx):
         return sorted(set(super().list_commands(ctx)) | set(self.LAZY))

@@ -88,6 +88,9 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict]] = {
     "stride_s": (("--stride-seconds", "stride_s"), dict(
         type=click.FloatRange(min=0, min_open=True), default=default_of("stride_s"),
         help="Seconds between window starts (default: the window length).")),
+    "max_windows": (("--max-windows",), dict(
+        type=click.IntRange(1), default=default_of("max_windows"), show_default=True,
+        help="With --window-seconds: a video that would make more windows is one error row (too_long).")),
     "embeddings": (("--embeddings",), dict(
         is_flag=True, default=default_of("embeddings"), help="Add the 768-d video embedding column.")),
     "probs": (("--probs",), dict(

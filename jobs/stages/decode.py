@@ -16,7 +16,7 @@ DECODE_NICENESS = 10
 def decode_videos(batch: pa.Table, *, num_frames: int, timeout: float, max_pixels: int | None,
                   resize: str = "exact", node: str | None = None) -> pa.Table:
     """Decode each work item's clip; ``node`` (the Ray node it runs on, null outside Ray) goes in each row."""
-    from jobs.storage import local_path
+    from jobs.stages.sources import open_video
     from stam_core import VideoError, read_clip
     from stam_core.video.frames import CROP
 
@@ -30,8 +30,9 @@ def decode_videos(batch: pa.Table, *, num_frames: int, timeout: float, max_pixel
             info.append({"ok": False})
             continue
         try:
-            clip = read_clip(local_path(item["video_uri"]), num_frames, start=item["start_s"], end=item["end_s"],
-                             timeout=timeout, max_pixels=max_pixels, resize=resize)
+            with open_video(item["video_uri"]) as source:
+                clip = read_clip(source, num_frames, start=item["start_s"], end=item["end_s"], timeout=timeout,
+                                 max_pixels=max_pixels, resize=resize)
         except VideoError as exc:
             errors[i], kinds[i] = str(exc), exc.kind
             info.append({"ok": False})

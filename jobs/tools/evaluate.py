@@ -224,7 +224,7 @@ def evaluate(manifest: str, config_kwargs: dict, *, video_root: str | None = Non
         table = LabelTable(out)
         current = table.read_current(["video_uri", "mode", "segment_index", "status", "error", "error_kind",
                                       "class_ids", "weights_sha256", "run_id"])
-        manifests = {m["run_id"]: m for m in table.read_manifests()}
+        manifests = {m["run_id"]: m for m in table.read_run_records()}
     rows = {}
     for row in (current.to_pylist() if current is not None else []):
         # The video-level row: segment 0 of a whole-video run, -1 of a windowed one.

@@ -17,6 +17,15 @@ DEFAULT_RETENTION_HOURS = 168  # a week: a reader still on an older version keep
 # Smaller than Delta's usual 128-256 MB: a relabel commit rewrites whole files, so the file
 # size bounds what one commit copies (docs/benchmarks.md, "Label table and planning at scale").
 TARGET_FILE_BYTES = 32 << 20
+# Row groups of this many rows: the skip test reads one row group's video_uri column for each
+# listed video's neighbourhood (jobs/lookup.py), so smaller groups make a few new videos cheap.
+ROW_GROUP_ROWS = 128 * 1024
+
+
+def writer_properties():
+    from deltalake import WriterProperties
+
+    return WriterProperties(max_row_group_size=ROW_GROUP_ROWS)
 
 
 @dataclass
@@ -83,14 +92,20 @@ def migrate(output_uri: str) -> MigrationResult:
 
 
 def optimize(output_uri: str, retention_hours: int = DEFAULT_RETENTION_HOURS) -> dict:
-    """Compact small files into large ones sorted by video_uri, then remove unreferenced files."""
+    """Compact small files into large ones sorted by video_uri, remove unreferenced files, and
+    checkpoint the log and remove its expired entries (older than the table's
+    ``delta.logRetentionDuration``, 30 days by default: the time travel ``diff`` can reach)."""
     table = LabelTable(output_uri)
     delta = table.snapshot()
     if delta is None:
         raise JobError(f"{table.uri}: no label table here")
-    metrics = delta.optimize.z_order(["video_uri"], target_size=TARGET_FILE_BYTES)
+    metrics = delta.optimize.z_order(["video_uri"], target_size=TARGET_FILE_BYTES,
+                                     writer_properties=writer_properties())
     delta = table.snapshot()
     removed = delta.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False)
+    delta = table.snapshot()
+    delta.create_checkpoint()
+    delta.cleanup_metadata()
     return {"files_added": metrics.get("numFilesAdded"), "files_removed": metrics.get("numFilesRemoved"),
-            "vacuumed": len(removed), "version": table.snapshot().version()}
+            "vacuumed": len(removed), "version": delta.version()}
 

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from stam_core.errors import DEFAULT_MAX_PIXELS
+from stam_core.storage import pyarrow_reads_key_exactly
 from stam_core.video import decode_worker
 from stam_core.video.clip import Clip, ClipInfo, Source
 from stam_core.video.reading import probe_here, read_clip_here
@@ -80,6 +81,7 @@ def read_clip(source: Source, num_frames: int = 16, *, start: float | None = Non
     ``VideoOutOfMemoryError`` when the memory limit is.
     """
     _check_args(num_frames, start, end, timeout, decoder, max_pixels, memory_limit, resize)
+    _check_s3_key(source, filesystem)
     if timeout is None:
         return read_clip_here(source, num_frames, start=start, end=end, decoder=decoder, filesystem=filesystem,
                               max_pixels=max_pixels, resize=resize)
@@ -96,6 +98,7 @@ def probe_video(source: Source, *, timeout: float | None = 60.0, filesystem: Any
     in frame side data). Same sources, limits and errors as ``read_clip``.
     """
     _check_args(1, None, None, timeout, "pyav", max_pixels, memory_limit)
+    _check_s3_key(source, filesystem)
     if timeout is None:
         return probe_here(source, filesystem=filesystem, max_pixels=max_pixels)
     return decode_worker.call("probe_video", source, timeout, filesystem=filesystem,
@@ -129,6 +132,19 @@ def _check_args(num_frames, start, end, timeout, decoder, max_pixels=None, memor
     for key, value in (("max_pixels", max_pixels), ("memory_limit", memory_limit)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
             raise ValueError(f"{key} must be a positive integer or None, got {value!r}")
+
+
+def _check_s3_key(source: Source, filesystem: Any) -> None:
+    """pyarrow's S3 filesystem would read another object for some valid keys: refuse those."""
+    import pyarrow.fs as pafs
+
+    if not (isinstance(source, str) and source.startswith("s3://")):
+        return
+    if (filesystem is None or isinstance(filesystem, pafs.S3FileSystem)) \
+            and not pyarrow_reads_key_exactly(source[len("s3://"):]):
+        raise ValueError(f"{source}: pyarrow's S3 filesystem cannot read a key with an empty, '.' or '..' path "
+                         "component exactly (it would ask for another key); pass a seekable file object that "
+                         "reads the key as it is")
 
 
 @functools.lru_cache(maxsize=None)

@@ -32,6 +32,9 @@ class ClipInfo:
     container: str = ""
     pix_fmt: str = ""
     frame_count_exact: bool = True  # False: duration x fps (the container has no frame count)
+    # The container's duration where the stream ends well before it (a damaged or crafted
+    # header); duration_s is then where the stream ends. None: the claim holds.
+    claimed_duration_s: float | None = None
     # Work done by read_clip (cost checks without timing): frames the decoder produced,
     # packets it read from the container, seeks; -1 where the decoder does not say (decord).
     frames_decoded: int = 0
@@ -58,6 +61,14 @@ class Clip:
     decode_ms: float = 0.0
     convert_ms: float = 0.0
     resize_ms: float = 0.0
+
+
+def duration_warnings(info: ClipInfo) -> list[str]:
+    """The warning of a video whose container claims more than its stream holds; [] otherwise."""
+    if info.claimed_duration_s is None:
+        return []
+    return [f"the container claims {info.claimed_duration_s:.3f} s but the stream ends at {info.duration_s:.3f} s "
+            "(shorter than claimed)"]
 
 
 def source_name(source: Source) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from stam_core.errors import DEFAULT_MAX_PIXELS, VideoFormatError
-from stam_core.video.clip import Clip, Source
+from stam_core.video.clip import Clip, Source, duration_warnings
 from stam_core.video.frames import SamplingPlan, to_model_input
 from stam_core.video.pyav_reader import PyAVReader
 from stam_core.video.sources import open_input
@@ -69,7 +69,7 @@ class DecordReader:
         meta.frame_count, meta.frame_count_exact = len(stamps), True
         meta.frames_decoded = meta.packets_read = meta.seeks = -1  # decord does not say
         meta.repeated = len(set(indices)) < num_frames
-        return Clip(frames, indices, [float(times[i]) for i in indices], meta)
+        return Clip(frames, indices, [float(times[i]) for i in indices], meta, duration_warnings(meta))
 
 
 def _decord_reason(exc: Exception) -> str:

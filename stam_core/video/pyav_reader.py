@@ -29,6 +29,11 @@ STILL_IMAGE_CODECS = frozenset({
 
 
 
+# A container's duration is believed unless the stream ends more than this before it
+# (containers round, and an audio track may outlast the video a little).
+CLAIM_SLACK_S = 1.0
+
+
 class PyAVReader:
     """One open container and its video stream; ``sample`` decodes only what the plan needs."""
 
@@ -36,6 +41,8 @@ class PyAVReader:
         self.name, self.source, self.filesystem, self.max_pixels = name, source, filesystem, max_pixels
         self.stats = {"frames_decoded": 0, "packets_read": 0, "seeks": 0}
         self.scanned_pts: list[int] | None = None
+        self._duration: float | None = None  # duration_s(), computed once
+        self.claimed_duration_s: float | None = None  # the container's claim, where the stream ends well before it
         self._open()
 
     def _open(self, check_still: bool = True) -> None:
@@ -183,6 +190,51 @@ class PyAVReader:
     # -- metadata
 
     def duration_s(self) -> float:
+        """Seconds of video: the container's claim, unless the stream ends well before it.
+
+        A header can claim any length (a 2-s file claiming 24 h). Where the index ends far
+        before the claim, a seek to its last keyframe and a read of the packets from there
+        (no decoding) find where the stream really ends; that end is the duration, and
+        ``claimed_duration_s`` keeps the claim. Without an index the claim stands: those
+        formats are read in one forward pass, which meets the real end anyway.
+        """
+        if self._duration is None:
+            claim = self._claimed_duration_s()
+            end = self._stream_end_s(claim)
+            if end is not None and claim - end > CLAIM_SLACK_S:
+                self._duration, self.claimed_duration_s = end, claim
+            else:
+                self._duration = claim
+        return self._duration
+
+    def _stream_end_s(self, claim: float) -> float | None:
+        """Where the last packet ends (seconds from the first frame), when the index ends
+        further than a GOP plus ``CLAIM_SLACK_S`` before the claim; None otherwise."""
+        import av
+
+        if self.entries is None:
+            return None
+        tail = [self.entries[i].timestamp for i in range(max(0, len(self.entries) - 16), len(self.entries))]
+        gop = max((b - a for a, b in zip(tail, tail[1:])), default=0)
+        last = float((tail[-1] + self.index_shift - self.t0) * self.tb)
+        if claim <= last + float(gop * self.tb) + CLAIM_SLACK_S:
+            return None  # the index reaches the claim: believe it
+        self.seek(self.landing(self.keyframe(tail[-1], backward=True) or self.entries[0]))
+        end = None
+        try:
+            for packet in self.packets():
+                if packet.pts is None or packet.size == 0:
+                    continue
+                self.stats["packets_read"] += 1
+                stop = packet.pts + (packet.duration or 0)
+                end = stop if end is None else max(end, stop)
+        except av.error.FFmpegError:
+            pass  # damage at the tail: the end is the last packet read before it
+        if end is None:
+            return None
+        return float((end - self.t0) * self.tb)
+
+    def _claimed_duration_s(self) -> float:
         stream, container = self.stream, self.container
         if stream.duration:
             return float(stream.duration * self.tb)
@@ -209,7 +261,7 @@ class PyAVReader:
         return ClipInfo(duration_s=duration, fps=fps, frame_count=count, width=width, height=height,
                         codec=ctx.name, rotation=orient.rotation, decoder=decoder, flipped=orient.flipped,
                         container=self.container.format.name, pix_fmt=ctx.pix_fmt or "", frame_count_exact=exact,
-                        **self.stats)
+                        claimed_duration_s=self.claimed_duration_s, **self.stats)
 
     def probe(self) -> ClipInfo:
         return self.info(self.first_orientation())

@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from stam_core.errors import VideoCorruptError, VideoFormatError, VideoReadError
-from stam_core.video.clip import Clip
+from stam_core.video.clip import Clip, ClipInfo, duration_warnings
 from stam_core.video.frames import (
     CROP,
     Orientation,
@@ -328,7 +328,7 @@ class _Sampler:
     def _clip(self) -> Clip:
         info = self.r.info(self.orient or Orientation(None))
         info.repeated = len(set(self.indices)) < len(self.indices)
-        warnings = self._warnings()
+        warnings = self._warnings(info)
         n = len(self.indices)
         if self.damaged_samples + self.missing_samples > CORRUPT_SAMPLE_FRACTION * n:
             raise VideoCorruptError(self.r.name, f"damaged stream: {'; '.join(warnings)} (the limit is "
@@ -336,8 +336,8 @@ class _Sampler:
         return Clip(self.frames, list(self.indices), list(self.times), info, warnings, resize=self.resize,
                     convert_ms=1000 * self.convert_s, resize_ms=1000 * self.resize_s)
 
-    def _warnings(self) -> list[str]:
-        out = []
+    def _warnings(self, info: ClipInfo) -> list[str]:
+        out = duration_warnings(info)
         if self.rejected:
             seconds = [float((p - self.r.t0) * self.tb) for p in self.rejected if p is not None]
             first, last = (f"{min(seconds):.1f}", f"{max(seconds):.1f}") if seconds else (None, None)

@@ -12,6 +12,7 @@ Import it as ``from support.videogen import make_video`` (tests/ is on sys.path 
 from __future__ import annotations
 
 import functools
+import struct
 from pathlib import Path
 
 import av
@@ -193,3 +194,22 @@ def official_transform(rgb: np.ndarray) -> np.ndarray:
     image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
     left, top = int(round((new_w - 224) / 2.0)), int(round((new_h - 224) / 2.0))
     return np.asarray(image.crop((left, top, left + 224, top + 224)))
+
+
+def make_false_duration_mkv(path: str | Path, *, claim_s: float = 86_400.0, num_frames: int = 16, fps: int = 8,
+                            gop: int = 4) -> Path:
+    """A Matroska file of ``num_frames`` real frames (2 s at the defaults) whose header claims
+    ``claim_s`` seconds: the Segment Info Duration element is patched after writing.
+
+    FFmpeg's Matroska muxer writes Duration (ID 0x4489) as an 8-byte float in TimecodeScale
+    units (1 ms), so the patch keeps every other byte in place; FFmpeg then reports the claim
+    as the container's duration, as a job reading the file sees it.
+    """
+    path = make_video(path, num_frames=num_frames, fps=fps, gop=gop)
+    data = bytearray(Path(path).read_bytes())
+    at = data.find(b"\x44\x89\x88")  # Duration, size 8
+    if at < 0:
+        raise AssertionError(f"{path}: no 8-byte Duration element to patch")
+    data[at + 3:at + 11] = struct.pack(">d", claim_s * 1000.0)
+    Path(path).write_bytes(bytes(data))
+    return Path(path)

@@ -45,9 +45,10 @@ def _card_open(row: dict, classes: str, low_confidence: float, presign: Presigne
     esc = html.escape
     uri = row["video_uri"]
     label, score = _top1(row)
+    human = row.get("human_label")  # a person's label replaces the model's top-1 (the model's list stays)
     attrs = [f"data-uri='{esc(uri)}'", f"data-status='{esc(row['status'])}'"]
     if row["status"] == "ok":
-        attrs.append(f"data-label='{esc(label or '')}'")
+        attrs.append(f"data-label='{esc(human or label or '')}'")
         attrs.append(f"data-labels='{esc(chr(10).join(row.get('labels') or []))}'")
         if score is not None:
             attrs.append(f"data-score='{score:.6f}'")
@@ -58,8 +59,14 @@ def _card_open(row: dict, classes: str, low_confidence: float, presign: Presigne
             if href else "")
     hint = " (s3: run inspect with --presign for a link)" if href is None and uri.startswith("s3://") else ""
     name = uri.rsplit("/", 1)[-1]
+    mark = ""
+    if human:
+        attrs.append("data-source='human'")
+        who = f"reviewed by {row.get('reviewed_by') or 'unknown'}" + (
+            f" at {row['reviewed_at']:%Y-%m-%d %H:%M} UTC" if row.get("reviewed_at") else "")
+        mark = f"<span class='human' title='{esc(who)}'>human: {esc(human)}</span>"
     return (f"<section class='{classes}' {' '.join(attrs)}>"
-            f"<h3 title='{esc(uri)}'>{esc(name)}<span class='status'>{esc(row['status'])}</span>"
+            f"<h3 title='{esc(uri)}'>{esc(name)}<span class='status'>{esc(row['status'])}</span>{mark}"
             f"<span class='badge'>low confidence</span>{link}</h3>"), hint
 
 

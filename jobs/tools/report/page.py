@@ -56,7 +56,9 @@ def render_html(table: pa.Table, summary: TableSummary, max_videos: int = 200, w
             f"{now:%Y-%m-%d %H:%M UTC}</div>"),
            f"<p>{summary.videos} videos: " + ", ".join(f"{n} {esc(k)}" for k, n in summary.status.most_common())
            + (", windows: " + ", ".join(f"{n} {esc(k)}" for k, n in summary.windows.most_common())
-              if summary.windows else "") + "</p>"]
+              if summary.windows else "")
+           + (f"; {summary.reviewed} reviewed by people ({summary.overridden} changed the model's label)"
+              if summary.reviewed else "") + "</p>"]
     costs = run_costs(summary.runs)
     if costs:
         out.append("<p class='note'>" + "<br>".join(esc(line.strip()) for line in

@@ -27,6 +27,7 @@ class Strip:
 def read_strip(row: dict, timeout: float = 60.0) -> Strip:
     """Re-read a row's sampled frames as JPEG thumbnails and check they are the labelled ones."""
     import stam_core
+    from jobs.stages.sources import open_video
 
     indices = list(row["frame_indices"] or [])
     if not indices:
@@ -35,7 +36,8 @@ def read_strip(row: dict, timeout: float = 60.0) -> Strip:
     start = row["segment_start_s"] if windowed else None
     end = row["segment_end_s"] if windowed else None
     try:
-        clip = stam_core.read_clip(row["video_uri"], len(indices), start=start, end=end, timeout=timeout)
+        with open_video(row["video_uri"]) as source:  # the exact key, as the job read it
+            clip = stam_core.read_clip(source, len(indices), start=start, end=end, timeout=timeout)
     except stam_core.VideoError as exc:
         return Strip([], f"thumbnails unavailable: {exc}")
     images = [_jpeg_data_uri(frame) for frame in clip.frames]
