@@ -33,13 +33,13 @@ def restore_logging():
     root = logging.getLogger()
     level, handlers = root.level, list(root.handlers)
     secret = {name: logging.getLogger(name).level for name in logs.SECRET_LOGGERS}
-    verbose = logs.is_verbose()
+    state = dict(logs._state)  # verbose, and whether the CLI configured logging (what a run's stderr does)
     yield
     root.setLevel(level)
     root.handlers[:] = handlers
     for name, lvl in secret.items():
         logging.getLogger(name).setLevel(lvl)
-    logs._state["verbose"] = verbose
+    logs._state.update(state)
 
 
 def summary(ok=3, error=1, skipped=0, **kw):
