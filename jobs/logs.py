@@ -1,18 +1,25 @@
 """What the job prints: our own log lines, and Ray's kept quiet unless -v/--verbose.
 
-``configure(verbose)`` is called by the CLI; ``quiet_ray()`` by the pipeline right after it
-connects to Ray (it needs ``ray.data`` imported, which installs Ray's own logging and warning
-filters, so ours have to come after them).
+``configure(verbose)`` is called by the CLI; ``quiet_ray()`` and ``native_stderr_to_ray_logs()``
+by jobs/placement.py right after it connects to Ray (``ray.data``, once imported, installs Ray
+Data's own logging, so ours has to come after it).
 
-Without -v, what Ray prints on its own is trimmed to what needs the operator's attention:
+Without -v, what Ray prints on its own is trimmed through Ray's public settings:
 
-- Ray Data's progress bars (TTY) and, without a TTY, its periodic "Total Progress" log lines
-  (``ray.data._internal.progress.logging_progress``) are off: ``jobs.progress.Progress``
-  reports videos instead of Ray blocks. Ray Data's INFO lines (execution plan, "Starting
-  execution", stats) stay in its log file (``ray-data.log`` in the Ray session folder) but leave
-  the console; its warnings (memory, hanging tasks) still reach it.
-- The ``RayDeprecationWarning`` for ``ray_remote_args`` (the pipeline passes ``max_retries``
-  through it on purpose; see pyproject.toml's Ray bound) is ignored.
+- Ray Data's progress bars and its non-TTY progress log lines are off
+  (``DataContext.enable_progress_bars``): ``jobs.progress.Progress`` reports videos instead of
+  Ray blocks. Ray Data's log lines (execution plan, stats, warnings) stay in its log file
+  (``ray-data.log`` in the Ray session folder) but leave the console: its console handler on
+  the ``ray.data`` logger shows errors only.
+- What the driver's native code writes to file descriptor 2 (Ray's core, C++) goes to a file
+  beside the driver's Ray logs (``native_stderr_to_ray_logs``). Ray's core prints one ERROR
+  line on every run there: "Actor ... has constructor arguments in the object store and
+  max_restarts > 0" (ray-project/ray#53727). Ray Data always passes an actor pool's function
+  (with its constructor arguments) and its DataContext to the actors as object references,
+  ``ray.put`` whatever their size, and creates the actors with unlimited restarts: the fault
+  tolerance the job wants, and no public parameter changes it. Those objects are owned by the
+  driver and live on its node, so losing a worker node does not take them with it.
+  ``RAY_BACKEND_LOG_LEVEL=fatal`` would hide the line too, but prints a line of its own.
 
 Under -v nothing of Ray's is touched. The debug logs of botocore, boto3, s3transfer and
 urllib3 stay at WARNING either way: they carry request signatures (access key ids).
@@ -20,24 +27,14 @@ urllib3 stay at WARNING either way: they carry request signatures (access key id
 from __future__ import annotations
 
 import logging
+import os
 import sys
-import warnings
+from pathlib import Path
 
 SECRET_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3")
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
-# Ray emits the warning in ray/data/dataset.py (_warn_on_ray_remote_args), with a stacklevel
-# that attributes it to the first frame outside that file: the code calling
-# Dataset.map_batches. A filter's `module` is matched against that caller's module name, so a
-# filter on "ray.data.dataset" never matches; the caller is jobs.pipeline.
-RAY_REMOTE_ARGS_MESSAGE = r"`ray_remote_args` is deprecated"
-RAY_REMOTE_ARGS_CALLER = r"jobs\.pipeline\Z"
-
-# Ray Data's loggers that log progress on their own: the progress managers (the non-TTY
-# "Total Progress" lines, and a warning when bars are turned off).
-RAY_DATA_PROGRESS_LOGGER = "ray.data._internal.progress"
-
-_state = {"verbose": False}
+_state = {"verbose": False, "cli": False}
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -72,6 +69,7 @@ def configure(verbose: bool) -> None:
         # Their debug logs carry request signatures (access key ids); never show them.
         logging.getLogger(name).setLevel(logging.WARNING)
     _state["verbose"] = bool(verbose)
+    _state["cli"] = True
 
 
 def is_verbose() -> bool:
@@ -80,17 +78,16 @@ def is_verbose() -> bool:
 
 
 def quiet_ray(verbose: bool | None = None) -> None:
-    """Turn Ray's own progress output and known-harmless warnings off, unless verbose.
+    """Turn Ray Data's progress output off and its console to errors only, unless verbose.
 
     ``verbose`` defaults to the CLI's -v (``is_verbose()``). Call it after ``ray.init`` (or
-    whenever Ray is connected): it imports ``ray.data`` and only then installs its filters.
+    whenever Ray is connected): it imports ``ray.data``.
     """
     if verbose is None:
         verbose = is_verbose()
     if verbose:
         return
     import ray.data
-    from ray.util.annotations import RayDeprecationWarning
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
@@ -101,13 +98,7 @@ def quiet_ray(verbose: bool | None = None) -> None:
     # handler; only the console one is raised, the file keeps everything.
     for handler in logging.getLogger("ray.data").handlers:
         if _is_console(handler):
-            handler.setLevel(max(handler.level, logging.WARNING))
-    logging.getLogger(RAY_DATA_PROGRESS_LOGGER).setLevel(logging.ERROR)
-
-    # Inserted in front of Ray's own filter ("module" for every RayDeprecationWarning, added
-    # when ray.util.annotations is imported), which is why this runs after Ray is imported.
-    warnings.filterwarnings("ignore", message=RAY_REMOTE_ARGS_MESSAGE, category=RayDeprecationWarning,
-                            module=RAY_REMOTE_ARGS_CALLER)
+            handler.setLevel(max(handler.level, logging.ERROR))
 
 
 def _is_console(handler: logging.Handler) -> bool:
@@ -115,26 +106,33 @@ def _is_console(handler: logging.Handler) -> bool:
     return isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
 
 
-def local_ray_auth_mode(verbose: bool | None = None) -> None:
-    """Before ``ray.init()`` starts a local Ray: keep Ray 2.60's default, without its warning.
+def native_stderr_to_ray_logs(verbose: bool | None = None) -> Path | None:
+    """Without -v, in the CLI: this process's native stderr (file descriptor 2) goes to a file.
 
-    Ray 2.60 turns token authentication on for a Ray it starts itself (``ray.init()`` with no
-    address) and logs a warning about it ("Token authentication is enabled for this Ray
-    cluster", ray/_private/authentication/authentication_token_setup.py). Setting
-    RAY_AUTH_MODE ourselves is not an option: Ray reads its auth configuration when it is
-    imported, so a later change leaves the client and the GCS disagreeing. The warning is
-    dropped by a filter on that logger instead; under verbose it stays.
+    Ray's core (C++) in the driver writes its ERROR lines to fd 2 as well as to its log file;
+    one of them comes on every run (see the module docstring), and no public setting turns it
+    off without also printing another line. Python's own stderr (our log lines, progress,
+    errors) is moved to a copy of the console descriptor first, so only what native code writes
+    to fd 2 (Ray's core, the storage SDKs) lands in ``stam-label-driver-<pid>.err`` beside the
+    driver's Ray logs. Call it after ``ray.init``; returns the file, or None when left alone
+    (-v, a library caller, a test runner capturing stderr).
     """
     if verbose is None:
         verbose = is_verbose()
-    target = logging.getLogger("ray._private.authentication.authentication_token_setup")
-    for existing in list(target.filters):
-        if isinstance(existing, _DropTokenAuthNotice):
-            target.removeFilter(existing)
-    if not verbose:
-        target.addFilter(_DropTokenAuthNotice())
+    if verbose or not _state["cli"] or sys.stderr is not sys.__stderr__ or sys.stderr is None:
+        return None
+    import ray
 
-
-class _DropTokenAuthNotice(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Token authentication is enabled for this Ray cluster" not in record.getMessage()
+    context = ray.get_runtime_context()
+    path = Path(context.get_temp_dir()) / context.get_session_name() / "logs" / f"stam-label-driver-{os.getpid()}.err"
+    try:
+        target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    except OSError:
+        return None  # no such folder (a driver on a machine without Ray's session files): leave stderr
+    sys.stderr.flush()
+    console = os.dup(2)
+    sys.stderr = open(console, "w", buffering=1, encoding=sys.stderr.encoding,  # noqa: SIM115 (for the life of the process)
+                      errors="backslashreplace")
+    os.dup2(target, 2)
+    os.close(target)
+    return path

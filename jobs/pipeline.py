@@ -7,6 +7,7 @@
       .map_batches(expand_windows)     jobs/stages/windows.py, --window-seconds only
       .map_batches(decode_videos)      jobs/stages/decode.py: stam_core.read_clip -> uint8 frames
       .map_batches(Labeler)            jobs/stages/label.py: an actor pool holding the model
+                                       (each in its Ray wrapper: jobs/ray_stages.py)
       .iter_batches()                  driver: whole videos -> Delta commits (jobs/commit.py)
     commit.reconcile(...)              plan rows Ray never returned -> "lost" error rows
 
@@ -23,17 +24,15 @@ import time
 from contextlib import contextmanager
 
 from jobs import plan as planning
+from jobs import ray_stages
 from jobs.commit import Committer, reconcile
 from jobs.config import DECODE_CPU_S_PER_VIDEO, JobConfig, mode_of
 from jobs.errors import JobError, JobFailed, JobInterrupted
-from jobs.placement import connect_ray, decode_remote_args, model_remote_args
+from jobs.placement import MODEL_TRIES, connect_ray, decode_options, model_options, tolerate_faults
 from jobs.runs import RunRecord, RunSummary, reap_dead_runs, run_counts, run_record
 from jobs.schema import output_schema
 from jobs.segments import VideoLevel
-from jobs.stages.decode import decode_videos
-from jobs.stages.label import Labeler
 from jobs.stages.records import to_work_items
-from jobs.stages.windows import expand_windows
 from jobs.storage import StorageError
 from jobs.table import CommitError, LabelTable, new_run_id
 from stam_core.classes import load_class_names
@@ -126,56 +125,65 @@ def _ended(summary: RunSummary, started: float) -> dict:
 
 def _label(config: JobConfig, work, committer: Committer, info, class_names: list[str], model_name: str,
            run_id: str, mode: str, total: int) -> None:
+    from ray.data.exceptions import ExecutionTimeoutError
+
     from jobs.progress import Progress
 
     progress = Progress(total, interval_s=config.progress_interval_s)
     committer.on_videos = lambda ok, error: progress.update(ok=ok, error=error)
     logged_precision = False
-    with progress:
-        ds = _dataset(config, work, info, class_names, model_name, run_id, mode)
-        # A block that failed past its retries is dropped instead of failing the run: the end of
-        # the run reconciles it into "lost" rows. Set on this run's datasets only (they share
-        # one DataContext, copied when the plan was read), never on the caller's Ray session.
-        ds.context.max_errored_blocks = -1
-        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            if not logged_precision and batch.num_rows:
-                log.info("model %s runs in %s (as the model actor reports)", model_name,
-                         next((p for p in batch["precision"].to_pylist() if p), "?"))
-                logged_precision = True
-            committer.add_model_rows(batch)
-        committer.finish_windows()
-        committer.flush()
+    tries = ray_stages.new_try_counter()  # bounds the tries of each batch (jobs/ray_stages.py)
+    try:
+        with progress:
+            ds = _dataset(config, work, info, class_names, model_name, run_id, mode, tries)
+            # Set on this run's datasets only (they share one DataContext, copied when the plan
+            # was read), never on the caller's Ray session.
+            tolerate_faults(ds.context, config)
+            try:
+                for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                    if not logged_precision and batch.num_rows:
+                        log.info("model %s runs in %s (as the model actor reports)", model_name,
+                                 next((p for p in batch["precision"].to_pylist() if p), "?"))
+                        logged_precision = True
+                    committer.add_model_rows(batch)
+            except ExecutionTimeoutError as exc:
+                # Ray could place none of the remaining work (no node left with the resources a
+                # stage asks for, and none came) for DataContext.execution_no_progress_timeout_s:
+                # what came back is committed, and the end of the run records the rest as lost.
+                # Ray Data turns this guard off while the pipeline holds an AllToAllOperator (the
+                # plan's repartition): until the plan is split without one, such a run waits.
+                log.warning("Ray made no progress: %s; the videos not labelled are recorded as 'lost'",
+                            str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            committer.finish_windows()
+            committer.flush()
+    finally:
+        ray_stages.stop_try_counter(tries)
 
 
-def _dataset(config: JobConfig, work, info, class_names, model_name: str, run_id: str, mode: str):
-    import ray
-
-    decode_args, decode_concurrency = decode_remote_args(config)
-    model_args = model_remote_args(config)
-
+def _dataset(config: JobConfig, work, info, class_names, model_name: str, run_id: str, mode: str, tries):
+    decode = decode_options(config)
     ds = work.map_batches(to_work_items, batch_format="pyarrow", batch_size=None)
     if config.window_s is not None:
         ds = ds.map_batches(  # a video per task: each becomes many windows, decoded videos_per_task at a time
-            expand_windows, batch_size=1, batch_format="pyarrow", concurrency=decode_concurrency, **decode_args,
-            fn_kwargs={"window": config.window_s, "stride": config.stride_s, "timeout": config.decode_timeout,
-                       "max_pixels": config.max_pixels, "max_windows": config.max_windows},
+            ray_stages.windows_task, batch_size=1, batch_format="pyarrow", **decode,
+            fn_kwargs={"tries": tries, "max_tries": 1 + config.decode_retries, "window": config.window_s,
+                       "stride": config.stride_s, "timeout": config.decode_timeout, "max_pixels": config.max_pixels,
+                       "max_windows": config.max_windows},
         )
     ds = ds.map_batches(
-        decode_videos, batch_size=config.videos_per_task, batch_format="pyarrow",
-        fn_kwargs={"num_frames": info.num_frames, "timeout": config.decode_timeout, "max_pixels": config.max_pixels,
-                   "resize": config.resize},
-        concurrency=decode_concurrency, **decode_args,
+        ray_stages.decode_task, batch_size=config.videos_per_task, batch_format="pyarrow", **decode,
+        fn_kwargs={"tries": tries, "max_tries": 1 + config.decode_retries, "num_frames": info.num_frames,
+                   "timeout": config.decode_timeout, "max_pixels": config.max_pixels, "resize": config.resize},
     )
     return ds.map_batches(
-        Labeler, batch_size=config.batch_size, batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=config.model_workers),
+        ray_stages.ModelActor, batch_size=config.batch_size, batch_format="pyarrow", **model_options(config),
         fn_constructor_kwargs={
+            "tries": tries, "max_tries": MODEL_TRIES,
             "weights": config.weights, "sha256": info.weights_sha256, "precision": config.precision,
             "top_k": config.top_k, "class_names": class_names, "model_name": model_name,
             "run_id": run_id, "mode": mode, "embeddings": config.embeddings, "probs": config.probs,
             "threads": config.model_threads,
         },
-        **model_args,
     )
 
 

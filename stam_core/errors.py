@@ -29,6 +29,12 @@ class VideoError(StamError):
         self.reason = reason
         super().__init__(f"{source}: {reason}")
 
+    def __reduce__(self):
+        # Pickled with both arguments: Ray sends a worker's exception to the driver pickled, and
+        # the default (the one formatted message) cannot call this __init__, so the driver saw
+        # "UnserializableException: Failed to deserialize exception" instead of the reason.
+        return type(self), (self.source, self.reason)
+
 
 class VideoNotFoundError(VideoError):
     kind = "not_found"

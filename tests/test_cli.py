@@ -7,7 +7,6 @@ import dataclasses
 import importlib.metadata
 import io
 import logging
-import os
 import subprocess
 import sys
 import warnings
@@ -34,13 +33,13 @@ def restore_logging():
     root = logging.getLogger()
     level, handlers = root.level, list(root.handlers)
     secret = {name: logging.getLogger(name).level for name in logs.SECRET_LOGGERS}
-    verbose = logs.is_verbose()
+    state = dict(logs._state)  # verbose, and whether the CLI configured logging (what a run's stderr does)
     yield
     root.setLevel(level)
     root.handlers[:] = handlers
     for name, lvl in secret.items():
         logging.getLogger(name).setLevel(lvl)
-    logs._state["verbose"] = verbose
+    logs._state.update(state)
 
 
 def summary(ok=3, error=1, skipped=0, **kw):
@@ -396,16 +395,6 @@ def test_format_duration():
 
 
 # ---- quiet logs -----------------------------------------------------------------------------
-def _warn_like_map_batches():
-    """Ray's own warning function, called from a frame of module jobs.pipeline, as map_batches does."""
-    code = compile("def call():\n    _warn({'max_retries': 2})\n", "jobs/pipeline.py", "exec")
-    from ray.data.dataset import _warn_on_ray_remote_args
-
-    namespace = {"__name__": "jobs.pipeline", "_warn": _warn_on_ray_remote_args}
-    exec(code, namespace)
-    namespace["call"]()
-
-
 @pytest.fixture
 def ray_data_state():
     import ray.data
@@ -415,53 +404,36 @@ def ray_data_state():
         ctx = ray.data.DataContext.get_current()
     saved = (ctx.enable_progress_bars, ctx.enable_operator_progress_bars, ctx.print_on_execution_start)
     handlers = [(h, h.level) for h in logging.getLogger("ray.data").handlers]
-    progress_level = logging.getLogger(logs.RAY_DATA_PROGRESS_LOGGER).level
-    with warnings.catch_warnings():
-        yield ctx
+    yield ctx
     ctx.enable_progress_bars, ctx.enable_operator_progress_bars, ctx.print_on_execution_start = saved
     for handler, level in handlers:
         handler.setLevel(level)
-    logging.getLogger(logs.RAY_DATA_PROGRESS_LOGGER).setLevel(progress_level)
 
 
 def test_quiet_ray(ray_data_state):
     ctx = ray_data_state
-    with warnings.catch_warnings(record=True) as seen:
-        _warn_like_map_batches()
-    assert [str(w.message)[:32] for w in seen] == ["`ray_remote_args` is deprecated "]  # Ray shows it
-
     logs.quiet_ray(verbose=False)
-    with warnings.catch_warnings(record=True) as seen:
-        _warn_like_map_batches()
-        warnings.warn("something else", DeprecationWarning)  # only that one warning is filtered
-    assert [str(w.message) for w in seen] == ["something else"]
-    assert not ctx.enable_progress_bars and not ctx.enable_operator_progress_bars
+    assert not ctx.enable_progress_bars and not ctx.enable_operator_progress_bars and not ctx.print_on_execution_start
     console = [h for h in logging.getLogger("ray.data").handlers if logs._is_console(h)]
-    assert console and all(h.level >= logging.WARNING for h in console)
+    assert console and all(h.level >= logging.ERROR for h in console)
     assert any(not logs._is_console(h) for h in logging.getLogger("ray.data").handlers)  # the file keeps all
-    assert logging.getLogger("ray.data._internal.progress.logging_progress").getEffectiveLevel() > logging.INFO
 
 
 def test_quiet_ray_under_verbose_changes_nothing(ray_data_state):
     ctx = ray_data_state
     logs.configure(True)
     before = (ctx.enable_progress_bars, ctx.enable_operator_progress_bars)
+    levels = [h.level for h in logging.getLogger("ray.data").handlers]
     logs.quiet_ray()  # verbose from the CLI's -v
-    with warnings.catch_warnings(record=True) as seen:
-        _warn_like_map_batches()
-    assert len(seen) == 1 and (ctx.enable_progress_bars, ctx.enable_operator_progress_bars) == before
+    assert (ctx.enable_progress_bars, ctx.enable_operator_progress_bars) == before
+    assert [h.level for h in logging.getLogger("ray.data").handlers] == levels
 
 
-def test_local_ray_auth_notice_is_dropped_unless_verbose(monkeypatch):
-    import logging
-
-    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
-    target = logging.getLogger("ray._private.authentication.authentication_token_setup")
-    notice = logging.LogRecord(target.name, logging.WARNING, __file__, 1,
-                               "Token authentication is enabled for this Ray cluster. Set ...", None, None)
-    other = logging.LogRecord(target.name, logging.WARNING, __file__, 1, "something else", None, None)
-    logs.local_ray_auth_mode(verbose=False)
-    assert not target.filter(notice) and target.filter(other)
-    assert "RAY_AUTH_MODE" not in os.environ  # Ray's own default stays Ray's
-    logs.local_ray_auth_mode(verbose=True)
-    assert target.filter(notice)  # -v: Ray says it
+def test_jobs_and_stam_core_name_no_private_ray_module():
+    """Ray's public API only: no ray._private / ray.*._internal module or logger names."""
+    root = Path(__file__).parent.parent
+    offenders = [f"{path.relative_to(root)}:{n}" for package in ("jobs", "stam_core")
+                 for path in sorted((root / package).rglob("*.py"))
+                 for n, line in enumerate(path.read_text().splitlines(), 1)
+                 if "ray._private" in line or "_internal" in line and "ray" in line]
+    assert not offenders, offenders

@@ -215,6 +215,7 @@ def launcher_config() -> dict:
 
 
 def test_cluster_yaml_passes_rays_validator(launcher_config):
+    # Ray offers no public validator for cluster-launcher configs; `ray up` runs this private one.
     from ray.autoscaler._private.util import prepare_config, validate_config
 
     validate_config(copy.deepcopy(launcher_config))
@@ -226,7 +227,7 @@ def test_ray_validator_rejects_a_broken_copy(launcher_config):
     """The validator is not a no-op: a fractional resource count is refused."""
     import jsonschema
 
-    from ray.autoscaler._private.util import validate_config
+    from ray.autoscaler._private.util import validate_config  # no public one (see above)
 
     broken = copy.deepcopy(launcher_config)
     broken["available_node_types"]["gpu"]["resources"]["GPU"] = 0.5
@@ -405,6 +406,7 @@ def test_rayjob_groups_place_decoding_and_the_model_apart():
 
 def test_rayjob_cluster_as_rays_kuberay_autoscaler_reads_it():
     """Ray's own translation of the RayCluster spec (it also runs Ray's config validator)."""
+    # Private too: Ray offers no public API for what its KubeRay autoscaler reads from a RayCluster.
     from ray.autoscaler._private.kuberay.autoscaling_config import _derive_autoscaling_config_from_ray_cr
 
     ray_cr = {"apiVersion": "ray.io/v1", "kind": "RayCluster",

@@ -76,7 +76,7 @@ def test_local_folder_end_to_end(video_dir, tmp_path, tiny_weights, ray_head):
     manifest = json.loads((out / "_runs" / f"{summary.run_id}.json").read_text())
     assert manifest["status"] == "completed"
     assert manifest["counts"] == {"listed": 7, "skipped": 0, "to_label": 7, "ok": 3, "error": 4, "rows": 7,
-                                  "lost": 0, "commits": 1}
+                                  "lost": 0, "commits": 1, "rows_rewritten": 0}
     assert manifest["weights_sha256"] == row["weights_sha256"]
 
 

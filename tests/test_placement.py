@@ -65,3 +65,51 @@ def test_a_callers_ray_session_keeps_its_data_context(ray_head, tmp_path, tiny_w
         assert (ctx.enable_progress_bars, ctx.max_errored_blocks) == (True, 0)
     finally:
         ctx.enable_progress_bars, ctx.max_errored_blocks = saved
+
+
+def test_stage_options_are_rays_public_map_batches_parameters(ray_head):
+    """Resources and concurrency through map_batches' own parameters (compute=, num_cpus=, ...):
+    nothing through the deprecated **ray_remote_args, and no deprecation warning."""
+    import inspect
+    import warnings
+
+    from jobs.placement import decode_options, model_options
+    from jobs.ray_stages import ModelActor, decode_task
+
+    if not ray.is_initialized():
+        ray.init(address=ray_head)
+    config = JobConfig(input_uri="in", output_uri="out", weights="w", decode_workers=2, model_workers=3)
+    decode, model = decode_options(config), model_options(config)
+    assert isinstance(decode["compute"], ray.data.TaskPoolStrategy) and decode["compute"].size == 4
+    assert isinstance(model["compute"], ray.data.ActorPoolStrategy) and model["compute"].max_size == 3
+    assert model["num_cpus"] == 0 and "num_gpus" not in model  # no GPU on the test head
+    named = set(inspect.signature(ray.data.Dataset.map_batches).parameters)
+    assert set(decode) <= named and set(model) <= named, (set(decode) | set(model)) - named
+    from ray.util.annotations import RayDeprecationWarning
+
+    with warnings.catch_warnings():
+        # What map_batches warns with for **ray_remote_args; Ray's DataContext emits plain
+        # DeprecationWarnings of its own whenever it is copied, whatever the caller does.
+        warnings.simplefilter("error", RayDeprecationWarning)
+        ds = ray.data.range(2).map_batches(decode_task, fn_kwargs={"tries": None, "max_tries": 1}, **decode)
+        ds.map_batches(ModelActor, fn_constructor_kwargs={"tries": None, "max_tries": 1}, **model)
+
+
+def test_a_batch_is_given_up_after_its_tries(ray_head):
+    """The tries of one batch are counted across processes; past the limit the batch raises."""
+    import pyarrow as pa
+
+    from jobs import ray_stages
+
+    if not ray.is_initialized():
+        ray.init(address=ray_head)
+    counter = ray_stages.new_try_counter()
+    try:
+        batch = pa.table({"video_uri": ["a.mp4", "b.mp4"]})
+        for _ in range(2):
+            ray_stages.count_try(counter, batch, 2, "decode")
+        ray_stages.count_try(counter, pa.table({"video_uri": ["c.mp4"]}), 2, "decode")  # another batch
+        with pytest.raises(ray_stages.TooManyTries, match=r"each of 2 tries of a batch of 2 \(first a.mp4\)"):
+            ray_stages.count_try(counter, batch, 2, "decode")
+    finally:
+        ray_stages.stop_try_counter(counter)

@@ -14,7 +14,8 @@ DECODE_NICENESS = 10
 
 
 def decode_videos(batch: pa.Table, *, num_frames: int, timeout: float, max_pixels: int | None,
-                  resize: str = "exact") -> pa.Table:
+                  resize: str = "exact", node: str | None = None) -> pa.Table:
+    """Decode each work item's clip; ``node`` (the Ray node it runs on, null outside Ray) goes in each row."""
     from jobs.stages.sources import open_video
     from stam_core import VideoError, read_clip
     from stam_core.video.frames import CROP
@@ -43,7 +44,6 @@ def decode_videos(batch: pa.Table, *, num_frames: int, timeout: float, max_pixel
                      "frame_indices": list(clip.indices), "frame_timestamps": list(clip.timestamps),
                      "warnings": list(clip.warnings) or None, "resize": clip.resize,
                      "decode_cpu_ms": clip.decode_cpu_ms})
-    node = node_id()
     for row in info:
         row["decode_node"] = node
     decoded = pa.Table.from_pylist(info, schema=DECODE_INFO)
@@ -61,9 +61,3 @@ def decode_videos(batch: pa.Table, *, num_frames: int, timeout: float, max_pixel
 def lower_priority() -> None:
     if hasattr(os, "setpriority"):  # absolute, so a reused Ray worker does not sink further
         os.setpriority(os.PRIO_PROCESS, 0, max(DECODE_NICENESS, os.getpriority(os.PRIO_PROCESS, 0)))
-
-
-def node_id() -> str:
-    import ray
-
-    return ray.get_runtime_context().get_node_id()

@@ -11,7 +11,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from jobs.schema import output_schema
-from jobs.stages.decode import node_id
 from jobs.stages.records import DECODE_INFO, FACTS, labelled_schema, ok_frames
 
 log = logging.getLogger("stam_label")
@@ -25,7 +24,8 @@ class Labeler:
     """Holds one model; turns decoded batches into finished label rows (Arrow tables)."""
 
     def __init__(self, *, weights: str, sha256: str | None, precision: str, top_k: int, class_names: list[str],
-                 model_name: str, run_id: str, mode: str, embeddings: bool, probs: bool, threads: int | None):
+                 model_name: str, run_id: str, mode: str, embeddings: bool, probs: bool, threads: int | None,
+                 node: str | None = None):
         import torch
 
         from stam_core.model import load_model
@@ -43,6 +43,7 @@ class Labeler:
         self.static = {"model": model_name, "weights_sha256": sha256, "precision": self.model.precision,
                        "run_id": run_id, "mode": mode}
         self.windowed = mode != "video"
+        self.node = node  # the Ray node it runs on (a FACT for the driver); null outside Ray
         # Rows carry self.model.precision; the driver logs it once from the first batch.
         log.info("model %s loaded on %s, precision %s (requested %s)", model_name, device,
                  self.model.precision, precision)
@@ -66,7 +67,7 @@ class Labeler:
         for key, value in self.static.items():
             columns[key] = pa.array([value] * n, pa.string())
         columns.update(  # FACTS: for the driver, never written
-            decode_node=batch["decode_node"], model_node=pa.array([node_id()] * n, pa.string()),
+            decode_node=batch["decode_node"], model_node=pa.array([self.node] * n, pa.string()),
             model_s=pa.array(np.full(n, model_s / max(n, 1))),  # the row's share of the batch
             num_segments=batch["num_segments"],
             window_probs=probs_rows if self.windowed else pa.nulls(n, FACTS.field("window_probs").type))
