@@ -77,6 +77,8 @@ def test_local_folder_end_to_end(video_dir, tmp_path, tiny_weights, ray_head):
     assert manifest["status"] == "completed"
     assert manifest["counts"] == {"listed": 7, "skipped": 0, "to_label": 7, "ok": 3, "error": 4, "rows": 7,
                                   "lost": 0, "commits": 1, "rows_rewritten": 0}
+    assert set(manifest["timings"]) == {"plan_s", "commit_s", "wall_s"} and manifest["timings"]["commit_s"] > 0
+    assert manifest["timings"]["plan_s"] + manifest["timings"]["commit_s"] < manifest["timings"]["wall_s"]
     assert manifest["weights_sha256"] == row["weights_sha256"]
 
 
