@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import threading
 import time
@@ -148,7 +149,21 @@ def test_only_old_temp_files_are_removed(tmp_path):
     assert not old.exists() and fresh.exists()  # a live writer may be about to rename it
 
 
-def test_run_records_heartbeat_and_dead_runs(tmp_path, caplog):
+class _Lines(logging.Handler):
+    """Collects one logger's messages (caplog hangs on the root logger, which a test run's
+    earlier Ray or CLI set-up may have rearranged)."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+def test_run_records_heartbeat_and_dead_runs(tmp_path):
+    lines = _Lines()
+    logging.getLogger("stam_label").addHandler(lines)
     table = LabelTable(str(tmp_path / "out"))
     stale = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=30)).isoformat()
     table.write_run_record("dead", {"run_id": "dead", "status": "running", "heartbeat_at": stale})
@@ -157,7 +172,8 @@ def test_run_records_heartbeat_and_dead_runs(tmp_path, caplog):
     assert reap_dead_runs(table, own_run_id="me") == ["live"]
     records = {r["run_id"]: r for r in table.read_run_records()}
     assert records["dead"]["status"] == "killed" and "heartbeat" in records["dead"]["reason"]
-    assert "live" in caplog.text and "still writing" in caplog.text
+    logging.getLogger("stam_label").removeHandler(lines)
+    assert any("live" in line and "still writing" in line for line in lines.lines), lines.lines
     live.finish("completed", counts={"ok": 1})
     saved = json.loads((tmp_path / "out" / "_runs" / "live.json").read_text())
     assert saved["status"] == "completed" and saved["counts"] == {"ok": 1}
