@@ -1,10 +1,11 @@
 """Opening the label table after many commits: the Delta log with and without checkpoints.
 
-    .venv/bin/python benchmarks/table_log.py --commits 10000
+    .venv/bin/python benchmarks/table_log.py --commits 10000 --uncheckpointed 2000
 
 Writes a table of --commits small commits (one 2-row append each, as a long series of runs
-leaves it before any optimize), once with checkpoints every 100 versions (what LabelTable
-creates) and once with checkpoints off (what a table made by other tools may have), then times
+leaves it before any optimize) with checkpoints every 100 versions (what LabelTable creates),
+and one of --uncheckpointed commits with checkpoints off (what a table made by other tools may
+have; each commit there replays the whole log, so writing it grows with the square), then times
 opening it in a fresh process (DeltaTable(uri), its version and file list), three times each.
 After an optimize (compaction, checkpoint, log cleanup) the open is timed again.
 """
@@ -56,13 +57,15 @@ def open_s(path: str) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--commits", type=int, default=10_000)
+    parser.add_argument("--uncheckpointed", type=int, default=2_000)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="table-log-"))
-    result = {"commits": args.commits}
+    result = {"commits": args.commits, "uncheckpointed_commits": args.uncheckpointed}
     try:
-        for name, interval in (("checkpoint_every_100", 100), ("no_checkpoints", 10**9)):
+        for name, interval, commits in (("checkpoint_every_100", 100, args.commits),
+                                        ("no_checkpoints", 10**9, args.uncheckpointed)):
             path = str(root / name)
-            result[f"{name}_write_s"] = round(make(path, args.commits, interval), 1)
+            result[f"{name}_write_s"] = round(make(path, commits, interval), 1)
             result[f"{name}_log_files"] = len(os.listdir(Path(path) / "_delta_log"))
             result[f"{name}_open_s"] = open_s(path)
         from jobs.tools.maintenance import optimize

@@ -150,8 +150,8 @@ def _label(config: JobConfig, work, committer: Committer, info, class_names: lis
                 # Ray could place none of the remaining work (no node left with the resources a
                 # stage asks for, and none came) for DataContext.execution_no_progress_timeout_s:
                 # what came back is committed, and the end of the run records the rest as lost.
-                # Ray Data turns this guard off while the pipeline holds an AllToAllOperator (the
-                # plan's repartition): until the plan is split without one, such a run waits.
+                # Ray Data turns this guard off for a pipeline holding an all-to-all step, so the
+                # plan is split by a streaming repartition (a map step) to keep it.
                 log.warning("Ray made no progress: %s; the videos not labelled are recorded as 'lost'",
                             str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             committer.finish_windows()

@@ -119,13 +119,16 @@ def build(config, table: LabelTable, weights_sha256: str | None, mode: str, run_
         return Plan(listed, skipped, total, None, version), todo_ds
     path = table.plan_path(run_id)
     todo_ds.write_parquet(path, filesystem=table.fs)
-    # One block per decode task's share: read back, the plan file is one block, which would be
-    # one decode task and one commit.
-    # Blocks of at least videos_per_task rows (Ray would bundle smaller ones into one task);
-    # in window mode a video per block, as each becomes many windows.
+    # Read back, the plan file is one block: one decode task, one commit. It is split into blocks
+    # of a decode task's share by Ray's streaming repartition, a map step: a repartition into N
+    # blocks is an all-to-all step, and Ray Data turns its no-progress guard off for a pipeline
+    # holding one (work no node can take would then wait forever instead of being recorded lost).
+    # At least videos_per_task rows a block (Ray would bundle smaller ones into one task); in
+    # window mode a video per block, as each becomes many windows.
     per_block = config.videos_per_task if config.window_s is None else 1
-    blocks = min(max(1, total // per_block), MAX_BLOCKS)
-    return Plan(listed, skipped, total, path, version), read(table, path).repartition(blocks)
+    rows_per_block = max(per_block, -(-total // MAX_BLOCKS))
+    return Plan(listed, skipped, total, path, version), read(table, path).repartition(
+        target_num_rows_per_block=rows_per_block)
 
 
 def _small_plan(listed_ds, table: LabelTable, done: pc.Expression | None) -> pa.Table:

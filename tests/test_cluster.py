@@ -227,9 +227,6 @@ def test_a_run_survives_losing_a_worker_node(tmp_path, tiny_weights, two_nodes):
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="hangs today: Ray Data turns its no-progress guard off for a pipeline holding an "
-                         "AllToAllOperator, and the plan's repartition (jobs/plan.py) is one; the model actor "
-                         "then waits for a GPU node forever. Enable once the plan is split without it.")
 def test_work_no_node_can_take_is_recorded_lost_and_the_run_finishes(tmp_path, tiny_weights):
     """The only GPU node is lost mid-run: the model actor has nowhere to restart. After Ray
     Data's no-progress timeout (20 s here) what was labelled stays, the rest is "lost", and the
