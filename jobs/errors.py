@@ -1,9 +1,8 @@
 """The job's typed errors and the exit code each one means (documented in docs/usage.md; jobs.cli.errors exits with it)."""
 from __future__ import annotations
 
-EXIT_OK = 0
+# 0: success; 2: bad arguments (click exits with it itself)
 EXIT_TOO_MANY_ERRORS = 1  # over --max-error-rate, or every processed video failed
-EXIT_USAGE = 2  # click's own code for bad arguments
 EXIT_CANNOT_START = 3  # input, output, weights or Ray unusable
 EXIT_FAILED = 4  # failed mid-run (e.g. commits still failing after their retries)
 EXIT_INTERRUPTED = 130  # SIGINT/SIGTERM: what was labelled is committed

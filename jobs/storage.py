@@ -92,10 +92,3 @@ def put_bytes(fs: pafs.FileSystem, path: str, data: bytes) -> None:
         with fs.open_output_stream(path) as f:
             f.write(data)
 
-
-def to_uri(fs: pafs.FileSystem, path: str) -> str:
-    return f"s3://{path}" if isinstance(fs, pafs.S3FileSystem) else path
-
-
-def _short(exc: Exception) -> str:
-    return str(exc).splitlines()[0][:300]
