@@ -1,17 +1,31 @@
-"""Where videos and labels live: local folders and S3, both through pyarrow.fs.
+"""Where videos and labels live: the one storage layer for paths, URIs and S3.
 
-S3 uses the standard AWS configuration (environment, profiles, instance roles); a local or
-other S3-compatible server is reached through ``AWS_ENDPOINT_URL``. Listing is jobs/listing/
-(Ray tasks); this module spells keys (``local_key``/``local_path``) and resolves filesystems.
+URIs: ``is_s3``/``split_s3``/``s3_path`` are the only spellings of "is this S3, which bucket and
+key"; ``local_key``/``local_path`` spell local files; ``resolve`` gives a filesystem and a path.
+
+Three S3 clients, each for what it does best, all configured from the same standard AWS
+settings (environment, profiles, instance roles; ``AWS_ENDPOINT_URL`` for a local or other
+S3-compatible server, read once by ``stam_core.storage.s3_endpoint_and_region``):
+
+- pyarrow (``resolve``, ``s3_filesystem``): streaming whole files (plans, run records, Parquet,
+  the decoder's reads in stam_core), with deliberate retries and timeouts.
+- boto3 (``s3_client``): listing and stat'ing (ListObjectsV2 pages, HeadObject), and reading
+  keys exactly as listed: pyarrow rewrites keys with ``./``, ``../`` or ``//`` components
+  (``stam_core.storage.pyarrow_reads_key_exactly``), boto3 sends them as they are.
+- delta-rs (``delta_storage_options``): the Delta table's own object store; only non-secret
+  options (endpoint, region, conditional put) are given, credentials come from its AWS chain.
 """
 from __future__ import annotations
 
 import os
-from urllib.parse import quote, unquote_to_bytes
+from urllib.parse import quote, unquote_to_bytes, urlparse
 
 import pyarrow.fs as pafs
 
 from stam_core.storage import (  # the one S3 configuration and local write
+    S3_SCHEME,
+    is_s3_uri,
+    s3_endpoint_and_region,
     s3_filesystem,
     write_atomic,
 )
@@ -25,8 +39,58 @@ class StorageError(Exception):
     """Input or output storage that cannot be used at all (the run cannot start)."""
 
 
+S3_CONNECT_TIMEOUT_S = 10
+S3_READ_TIMEOUT_S = 60
+S3_MAX_ATTEMPTS = 8
+S3_MAX_CONNECTIONS = 16  # as many as the concurrent HeadObject requests of a stat batch
+_CLIENTS: dict[tuple, object] = {}
+
+
 def is_s3(uri: str) -> bool:
-    return uri.startswith("s3://")
+    """Whether ``uri`` is an ``s3://`` URI."""
+    return is_s3_uri(uri)
+
+
+def s3_path(uri: str) -> str:
+    """``bucket/key`` of an ``s3://`` URI: how pyarrow's S3 filesystem names it."""
+    return uri[len(S3_SCHEME):]
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    """(bucket, key) of an ``s3://`` URI, the key exactly as written."""
+    bucket, _, key = s3_path(uri).partition("/")
+    return bucket, key
+
+
+def s3_client():
+    """A boto3 S3 client from this process's AWS environment (one per configuration)."""
+    import boto3
+    from botocore.config import Config
+
+    endpoint, region = s3_endpoint_and_region()
+    key = (endpoint, region, os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_PROFILE"))
+    if key not in _CLIENTS:
+        config = Config(connect_timeout=S3_CONNECT_TIMEOUT_S, read_timeout=S3_READ_TIMEOUT_S,
+                        retries={"mode": "standard", "max_attempts": S3_MAX_ATTEMPTS},
+                        max_pool_connections=S3_MAX_CONNECTIONS)
+        _CLIENTS[key] = boto3.session.Session().client("s3", endpoint_url=endpoint, region_name=region,
+                                                       config=config)
+    return _CLIENTS[key]
+
+
+def delta_storage_options(uri: str) -> dict[str, str] | None:
+    """Non-secret S3 settings for delta-rs (None for a local table); credentials come from its own AWS chain."""
+    if not is_s3(uri):
+        return None
+    options = {"conditional_put": "etag"}  # safe concurrent commits on any S3-compatible store
+    endpoint, region = s3_endpoint_and_region()
+    if endpoint:
+        options["AWS_ENDPOINT_URL"] = endpoint
+        if urlparse(endpoint).scheme == "http":
+            options["AWS_ALLOW_HTTP"] = "true"
+    if region:
+        options["AWS_REGION"] = region
+    return options
 
 
 def local_key(path: str | bytes, base: str | bytes | None = None) -> str:
@@ -76,7 +140,7 @@ def _file_uri_bytes(uri: str) -> bytes:
 def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     """A filesystem and the path inside it for a local path, a file:// URI or an s3:// URI."""
     if is_s3(uri):
-        return s3_filesystem(), uri[len("s3://"):].rstrip("/")
+        return s3_filesystem(), s3_path(uri).rstrip("/")
     if uri.startswith("file://"):
         return pafs.LocalFileSystem(), local_path(uri)
     if "://" in uri:
@@ -92,3 +156,11 @@ def put_bytes(fs: pafs.FileSystem, path: str, data: bytes) -> None:
         with fs.open_output_stream(path) as f:
             f.write(data)
 
+
+def fs_path(uri: str) -> str:
+    """The path in ``resolve``'s filesystem of a file URI that delta-rs gives (s3://, file:// or a path)."""
+    if is_s3(uri):
+        return s3_path(uri)
+    if uri.startswith("file://"):
+        return urlparse(uri).path
+    return uri

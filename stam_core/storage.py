@@ -1,5 +1,6 @@
-"""Where bytes live: the one S3 configuration (``s3_filesystem``) and the one atomic local write
-(``atomic_output``), for stam_core and for jobs, which imports both.
+"""Where bytes live: the one S3 configuration (``s3_filesystem``), the test for an ``s3://`` URI
+(``is_s3_uri``) and the one atomic local write (``atomic_output``), for stam_core and for jobs,
+which imports them (jobs/storage.py is its storage layer on top).
 
 pyarrow, not boto3: stam_core stays free of the AWS SDK. The endpoint variables are the
 standard ones boto3 reads too, so a local S3 server works for both. Must not import torch.
@@ -9,14 +10,21 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 from urllib.parse import urlparse
 
+S3_SCHEME = "s3://"
 _S3: dict[tuple, Any] = {}
 S3_MAX_ATTEMPTS = 10
 S3_CONNECT_TIMEOUT_S = 10.0
 S3_REQUEST_TIMEOUT_S = 60.0
+
+
+def is_s3_uri(source: object) -> bool:
+    """Whether ``source`` is an ``s3://`` URI (a str; paths, bytes and file objects are not)."""
+    return isinstance(source, str) and source.startswith(S3_SCHEME)
 
 
 def s3_endpoint_and_region() -> tuple[str | None, str | None]:

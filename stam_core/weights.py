@@ -20,11 +20,11 @@ import re
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import BinaryIO, Optional, Union
+from typing import BinaryIO, Union
 from urllib.parse import urlparse
 
 from stam_core.errors import CheckpointError
-from stam_core.storage import atomic_output, s3_filesystem
+from stam_core.storage import S3_SCHEME, atomic_output, is_s3_uri, s3_filesystem
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class Release:
 
     url: str
     num_frames: int
-    sha256: Optional[str] = None
+    sha256: str | None = None
 
 
 _BASE = "https://miil-public-eu.oss-eu-central-1.aliyuncs.com/model-zoo/STAM/v2"
@@ -66,7 +66,7 @@ def file_sha256(path: PathLike) -> str:
     return digest.hexdigest()
 
 
-def resolve_weights(weights: PathLike, *, sha256: Optional[str] = None) -> Path:
+def resolve_weights(weights: PathLike, *, sha256: str | None = None) -> Path:
     """A local file for `weights` (release name, path, http(s):// or s3:// URL).
 
     URLs and release names are downloaded into the cache once; later calls use the cached
@@ -81,7 +81,7 @@ def resolve_weights(weights: PathLike, *, sha256: Optional[str] = None) -> Path:
     return path
 
 
-def release_pin(weights: PathLike, sha256: Optional[str]) -> Optional[str]:
+def release_pin(weights: PathLike, sha256: str | None) -> str | None:
     """The normalised sha256 pin: the caller's, else the release's own, else None."""
     if sha256 is not None:
         return _normalise_pin(sha256)
@@ -89,13 +89,13 @@ def release_pin(weights: PathLike, sha256: Optional[str]) -> Optional[str]:
     return _normalise_pin(release.sha256) if release is not None else None
 
 
-def check_sha256(path: Path, actual: str, pin: Optional[str]) -> None:
+def check_sha256(path: Path, actual: str, pin: str | None) -> None:
     if pin is not None and actual != pin:
         raise CheckpointError(f"{path}: sha256 mismatch: expected {pin}, file has {actual}"
                               + (" (a cached download: delete it to fetch again)" if path.parent == cache_dir() else ""))
 
 
-def locate(weights: PathLike, pin: Optional[str]) -> tuple[Path, bool]:
+def locate(weights: PathLike, pin: str | None) -> tuple[Path, bool]:
     """The local file for `weights`, downloading if needed; True when the pin was checked on the way.
 
     Only fresh downloads are checked here (so a bad one is never kept); local and cached files
@@ -113,7 +113,7 @@ def locate(weights: PathLike, pin: Optional[str]) -> tuple[Path, bool]:
     return path, False
 
 
-def _normalise_pin(sha256: Optional[str]) -> Optional[str]:
+def _normalise_pin(sha256: str | None) -> str | None:
     if sha256 is None:
         return None
     pin = sha256.strip().lower()
@@ -137,7 +137,7 @@ def _cache_path(url: str) -> Path:
     return cache_dir() / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{name}"
 
 
-def _cached_download(url: str, pin: Optional[str]) -> tuple[Path, bool]:
+def _cached_download(url: str, pin: str | None) -> tuple[Path, bool]:
     target = _cache_path(url)
     if target.is_file():
         # A cached file that no longer matches its pin is reported by the caller, not replaced.
@@ -156,8 +156,8 @@ def _download(url: str, out: BinaryIO) -> str:
     """Stream `url` into `out`; returns the sha256 of what was written."""
     digest = hashlib.sha256()
     written = 0
-    if url.startswith("s3://"):
-        bucket_key = url[len("s3://"):]
+    if is_s3_uri(url):
+        bucket_key = url[len(S3_SCHEME):]
         try:
             with s3_filesystem().open_input_stream(bucket_key) as src:
                 for chunk in iter(lambda: src.read(_CHUNK), b""):

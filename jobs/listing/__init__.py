@@ -50,9 +50,9 @@ import os
 from jobs.listing.inventory import INVENTORY_NAME, inventory
 from jobs.listing.manifest import MANIFEST_EXTENSIONS, manifest
 from jobs.listing.rows import LISTING_SCHEMA
-from jobs.listing.s3 import S3_LIST_CPUS, check_prefix, split_s3
+from jobs.listing.s3 import S3_LIST_CPUS, check_prefix
 from jobs.listing.tree import tree
-from jobs.storage import DEFAULT_EXTENSIONS, StorageError, is_s3, local_key, local_path
+from jobs.storage import DEFAULT_EXTENSIONS, StorageError, is_s3, local_key, local_path, split_s3
 
 __all__ = ["LISTING_SCHEMA", "list_source", "local_key", "local_path"]
 

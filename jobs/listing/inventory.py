@@ -11,8 +11,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from jobs.listing.rows import LISTING_SCHEMA, Rows, short
-from jobs.listing.s3 import client, reading, split_s3
-from jobs.storage import StorageError, is_s3, local_key, local_path
+from jobs.listing.s3 import reading
+from jobs.storage import StorageError, is_s3, local_key, local_path, split_s3
+from jobs.storage import s3_client as client
 
 INVENTORY_NAME = "manifest.json"
 

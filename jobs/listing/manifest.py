@@ -16,8 +16,9 @@ import pyarrow as pa
 from jobs.listing.dedup import dedup
 from jobs.listing.local import local_stat
 from jobs.listing.rows import Rows, short
-from jobs.listing.s3 import S3_LIST_CPUS, client, reading, s3_stat, split_s3
-from jobs.storage import StorageError, is_s3, local_key, local_path
+from jobs.listing.s3 import S3_LIST_CPUS, reading, s3_stat
+from jobs.storage import StorageError, is_s3, local_key, local_path, split_s3
+from jobs.storage import s3_client as client
 
 MANIFEST_EXTENSIONS = (".txt", ".csv", ".parquet")
 STAT_BATCH = 256  # manifest entries stat'ed per batch

@@ -1,46 +1,24 @@
 """S3 through boto3: prefix listings page by page, HeadObject stats, and driver-side reads whose
 failures become one StorageError line.
 
-The client comes from the standard AWS environment each worker inherits; endpoint and region
-are read as everywhere else (``stam_core.storage.s3_endpoint_and_region``). Only prefix-scoped
+The client (``jobs.storage.s3_client``) comes from the standard AWS environment each worker
+inherits. Only prefix-scoped
 requests are made: ListObjectsV2 under the input prefix, HeadObject/GetObject of objects.
 """
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from jobs.listing.rows import Rows, short
-from jobs.storage import StorageError
-from stam_core.storage import s3_endpoint_and_region
+from jobs.storage import StorageError, split_s3
+from jobs.storage import s3_client as client
 
 STAT_THREADS = 16  # concurrent HeadObject requests per batch
 S3_LIST_CPUS = 0.25  # S3 listing waits on the network; local listing takes a whole CPU
 NOT_FOUND = ("404", "NoSuchKey", "NotFound", "NoSuchBucket")
-_CLIENTS: dict[tuple, object] = {}
-
-
-def client():
-    """A boto3 S3 client from this process's AWS environment (one per configuration)."""
-    import boto3
-    from botocore.config import Config
-
-    endpoint, region = s3_endpoint_and_region()
-    key = (endpoint, region, os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_PROFILE"))
-    if key not in _CLIENTS:
-        config = Config(connect_timeout=10, read_timeout=60, retries={"mode": "standard", "max_attempts": 8},
-                        max_pool_connections=STAT_THREADS)
-        _CLIENTS[key] = boto3.session.Session().client("s3", endpoint_url=endpoint, region_name=region,
-                                                       config=config)
-    return _CLIENTS[key]
-
-
-def split_s3(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri[len("s3://"):].partition("/")
-    return bucket, key
 
 
 def s3_version(size: int, modified: dt.datetime) -> str:

@@ -15,8 +15,9 @@ import io
 from collections.abc import Iterator
 
 from jobs.listing.rows import short
-from jobs.listing.s3 import NOT_FOUND, client, error_code, split_s3
-from jobs.storage import is_s3, local_path
+from jobs.listing.s3 import NOT_FOUND, error_code
+from jobs.storage import is_s3, local_path, split_s3
+from jobs.storage import s3_client as client
 from stam_core.storage import pyarrow_reads_key_exactly
 
 READ_BUFFER = 1 << 20  # bytes per ranged GET: the decoder reads ~64 KB at a time

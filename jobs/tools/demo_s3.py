@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from jobs.errors import JobError
+from jobs.storage import split_s3
 
 _ENV = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_REGION",
         "AWS_EC2_METADATA_DISABLED")
@@ -41,7 +42,7 @@ class LocalS3:
         self._proc = None
         self.endpoint = ""
 
-    def start(self) -> "LocalS3":
+    def start(self) -> LocalS3:
         import socket
         import subprocess
         import sys
@@ -99,7 +100,7 @@ class LocalS3:
                 os.environ[key] = value
         self._saved.clear()
 
-    def __enter__(self) -> "LocalS3":
+    def __enter__(self) -> LocalS3:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -114,5 +115,5 @@ class LocalS3:
         self.client().create_bucket(Bucket=name)
 
     def upload(self, path: str | Path, uri: str) -> None:
-        bucket, key = uri[len("s3://"):].split("/", 1)
+        bucket, key = split_s3(uri)
         self.client().upload_file(str(path), bucket, key)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 
+from jobs.storage import is_s3
 from jobs.tools.report.links import Presigner, video_href
 from jobs.tools.report.strips import Strip
 from jobs.tools.report.summary import Video
@@ -57,7 +58,7 @@ def _card_open(row: dict, classes: str, low_confidence: float, presign: Presigne
     href = video_href(uri, presign)
     link = (f"<a class='open' href='{esc(href)}' target='_blank' rel='noopener noreferrer'>open video</a>"
             if href else "")
-    hint = " (s3: run inspect with --presign for a link)" if href is None and uri.startswith("s3://") else ""
+    hint = " (s3: run inspect with --presign for a link)" if href is None and is_s3(uri) else ""
     name = uri.rsplit("/", 1)[-1]
     mark = ""
     if human:

@@ -7,6 +7,7 @@ import os
 import pathlib
 from collections.abc import Callable
 
+from jobs.storage import is_s3, split_s3
 from stam_core.storage import s3_endpoint_and_region
 
 PRESIGN_EXPIRES = 24 * 3600  # default --presign-expires, seconds
@@ -31,7 +32,7 @@ def s3_presigner(expires_s: int = PRESIGN_EXPIRES) -> Presigner:
                               config=Config(signature_version="s3v4"))
 
     def presign(uri: str) -> str:
-        bucket, _, key = uri[len("s3://"):].partition("/")
+        bucket, key = split_s3(uri)
         with _quiet_botocore():
             return client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key},
                                                  ExpiresIn=expires_s)
@@ -56,7 +57,7 @@ def _quiet_botocore():
 def video_href(uri: str, presign: Presigner | None = None) -> str | None:
     """Where a card's link points: a percent-encoded file:// URI for a local video, a presigned
     https URL for an s3:// one when ``presign`` is given, else None (the URI is shown as text)."""
-    if uri.startswith("s3://"):
+    if is_s3(uri):
         return presign(uri) if presign else None
     if "://" in uri:
         return None

@@ -16,7 +16,7 @@ from xml.sax.saxutils import quoteattr
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobs.storage import StorageError, put_bytes, resolve
+from jobs.storage import StorageError, is_s3, put_bytes, resolve
 from jobs.table import LabelTable
 from jobs.tools.report.links import Presigner, video_href
 from jobs.tools.report.summary import video_level
@@ -85,7 +85,7 @@ def select_for_review(output_uri: str, selection: Selection) -> pa.Table:
 def video_url(uri: str, presign: Presigner | None = None) -> str:
     """Where an annotator opens the video: file:// for a local path, a presigned https URL for an
     s3:// object when ``presign`` is given, else the URI itself (s3://, https://, file://)."""
-    if uri.startswith("s3://"):
+    if is_s3(uri):
         return presign(uri) if presign else uri
     return video_href(uri) or uri
 
