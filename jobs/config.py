@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from jobs.storage import DEFAULT_EXTENSIONS
+from stam_core import DEFAULT_MAX_PIXELS  # 8K; larger streams are rejected from the header (too_large)
 
-DEFAULT_MAX_PIXELS = 8192 * 4320  # 8K; larger streams are rejected from the header (too_large)
 # Decode CPU-seconds per video, measured on 10-s 640x272 H.264 clips (docs/cluster.md): the
 # --dry-run estimate. Real footage differs; the run record gives the measured figure.
 DECODE_CPU_S_PER_VIDEO = 0.12

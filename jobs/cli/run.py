@@ -43,7 +43,7 @@ def run_command(input_uri: str, output_uri: str, **opts) -> None:
         print_plan(summary)
         return
     print_summary(summary)
-    check_error_rate(summary, opts["max_error_rate"])
+    check_error_rate(summary, config.max_error_rate)
 
 
 def check_error_rate(summary: RunSummary, max_error_rate: float) -> None:
