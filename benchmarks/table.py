@@ -91,7 +91,7 @@ def main() -> None:
         from jobs.tools.demo_s3 import _ENV
 
         os.environ["BENCH_AWS_ENV"] = json.dumps({k: os.environ[k] for k in _ENV})
-    from jobs.table import delta_storage_options
+    from jobs.storage import delta_storage_options
 
     results = {}
     try:

@@ -8,8 +8,9 @@
       .map_batches(decode_videos)      jobs/stages/decode.py: stam_core.read_clip -> uint8 frames
       .map_batches(Labeler)            jobs/stages/label.py: an actor pool holding the model
                                        (each in its Ray wrapper: jobs/ray_stages.py)
-      .iter_batches()                  driver: whole videos -> Delta commits (jobs/commit.py)
-    commit.reconcile(...)              plan rows Ray never returned -> "lost" error rows
+      .iter_batches()                  driver: whole videos -> Delta commits (jobs/commit.py),
+                                       each commit's counts -> the RunSummary (jobs/runs.py)
+    reconcile.lost_rows(...)           plan rows Ray never returned -> "lost" error rows, committed
 
 Where each stage runs is jobs/placement.py; the run record and its heartbeat jobs/runs.py.
 Every video ends as exactly one current row (or one row per window plus a video-level row):
@@ -18,30 +19,41 @@ end into "lost" rows, so nothing disappears silently. The driver holds no list o
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import time
 from contextlib import contextmanager
 
 from jobs import plan as planning
-from jobs import ray_stages
-from jobs.commit import Committer, reconcile
+from jobs import ray_stages, reconcile
+from jobs.commit import Committer
 from jobs.config import DECODE_CPU_S_PER_VIDEO, JobConfig, mode_of
 from jobs.errors import JobError, JobFailed, JobInterrupted
 from jobs.placement import MODEL_TRIES, connect_ray, decode_options, model_options, tolerate_faults
-from jobs.runs import RunRecord, RunSummary, reap_dead_runs, run_counts, run_record
+from jobs.progress import Progress
+from jobs.runs import (
+    RunRecord,
+    RunSummary,
+    new_run_id,
+    plan_path,
+    reap_dead_runs,
+    remove_stale_temp_files,
+    run_counts,
+    run_record,
+)
 from jobs.schema import output_schema
 from jobs.segments import VideoLevel
-from jobs.stages.records import to_work_items
+from jobs.stages.records import split_labelled, to_work_items
 from jobs.storage import StorageError
-from jobs.table import CommitError, LabelTable, new_run_id
+from jobs.table import CommitError, LabelTable
 from stam_core.classes import load_class_names
 from stam_core.errors import CheckpointError
 from stam_core.weights import redact_url
 
 log = logging.getLogger("stam_label")
 
-__all__ = ["JobConfig", "RunSummary", "JobError", "run_job"]
+__all__ = ["JobConfig", "JobError", "RunSummary", "run_job"]
 
 def run_job(config: JobConfig) -> RunSummary:
     """Plan, label and commit; raises JobError (cannot start), JobFailed, JobInterrupted."""
@@ -57,7 +69,7 @@ def run_job(config: JobConfig) -> RunSummary:
                            f"first with: stam-label migrate {config.output_uri}")
         if not config.dry_run:
             table.check_writable()
-            table.remove_stale_temp_files()
+            remove_stale_temp_files(table)
     except StorageError as exc:
         raise JobError(str(exc)) from exc
     try:
@@ -68,23 +80,23 @@ def run_job(config: JobConfig) -> RunSummary:
     model_name = config.model_name or info.name
 
     connect_ray(config.address)
-    summary = RunSummary(run_id, config.output_uri, dry_run=config.dry_run)  # the committer counts into it
+    summary = RunSummary(run_id, config.output_uri, dry_run=config.dry_run)  # each commit's counts add up here
     if config.dry_run:
-        return _dry_run(config, table, info, mode, run_id, summary, started)
+        return _dry_run(config, table, info, mode, summary, started)
 
     reap_dead_runs(table, run_id)
-    record = RunRecord(table, run_record(config, run_id, info, model_name, mode, started),
+    record = RunRecord(table, run_record(dataclasses.asdict(config), run_id, model_name=model_name,
+                                         weights_sha256=info.weights_sha256, num_frames=info.num_frames, mode=mode,
+                                         started=started),
                        heartbeat_s=config.heartbeat_s).start()
     schema = output_schema(info.embed_dim if config.embeddings else 0, config.probs)
-    committer = Committer(table, run_id=run_id, schema=schema, commit_every=config.commit_every,
-                          commit_interval_s=config.commit_interval_s,
-                          video_level=VideoLevel(class_names, config.top_k, config.embeddings)
-                          if config.window_s is not None else None, counts=summary)
+    video_level = VideoLevel(class_names, config.top_k, config.embeddings) if config.window_s is not None else None
+    committer: Committer | None = None  # made with the progress, when the work starts
     try:
         with _signals_interrupt():
             try:
                 plan_start = time.monotonic()
-                plan, work = planning.build(config, table, info.weights_sha256, mode, run_id)
+                plan, work = _plan(config, table, info.weights_sha256, mode, path=plan_path(table, run_id))
                 summary.plan_s = time.monotonic() - plan_start
             except (StorageError, OSError) as exc:
                 raise JobError(f"cannot plan the run: {exc}") from exc
@@ -96,10 +108,14 @@ def run_job(config: JobConfig) -> RunSummary:
             if plan.total:
                 table.ensure_created(schema)
                 summary.execution_started_at = time.time()
-                _label(config, work, committer, info, class_names, model_name, run_id, mode, plan.total)
-                summary.lost = reconcile(committer, plan, mode=mode, batch_rows=config.commit_every)
+                with Progress(plan.total, interval_s=config.progress_interval_s) as progress:
+                    committer = Committer(table, run_id=run_id, schema=schema, commit_every=config.commit_every,
+                                          commit_interval_s=config.commit_interval_s, video_level=video_level,
+                                          on_videos=progress.update)
+                    _label(config, work, committer, summary, info, class_names, model_name, run_id, mode)
+                _reconcile(committer, summary, table, plan, run_id=run_id, mode=mode, batch_rows=config.commit_every)
     except KeyboardInterrupt:
-        _commit_what_is_done(committer)
+        _commit_what_is_done(committer, summary)
         record.finish("interrupted", **_ended(summary, started))
         raise JobInterrupted(f"interrupted: {summary.processed} videos committed in {config.output_uri} "
                              f"(run {run_id}); rerun to label the rest") from None
@@ -123,41 +139,61 @@ def _ended(summary: RunSummary, started: float) -> dict:
     return dict(run_counts(summary), elapsed_s=summary.elapsed_s)
 
 
-def _label(config: JobConfig, work, committer: Committer, info, class_names: list[str], model_name: str,
-           run_id: str, mode: str, total: int) -> None:
+def _plan(config: JobConfig, table: LabelTable, weights_sha256: str | None, mode: str, *, path: str | None):
+    """The plan (jobs/plan.py) from the options it needs; ``path=None``: not persisted (a dry run)."""
+    return planning.build(table, config.input_uri, extensions=config.extensions,
+                          allow_local_paths=config.allow_local_paths, weights_sha256=weights_sha256, mode=mode,
+                          relabel=config.relabel, limit=config.limit, videos_per_task=config.videos_per_task,
+                          path=path)
+
+
+def _label(config: JobConfig, work, committer: Committer, summary: RunSummary, info, class_names: list[str],
+           model_name: str, run_id: str, mode: str) -> None:
+    """Run the dataset; each batch's rows go to the committer, their cost and each commit to ``summary``."""
     from ray.data.exceptions import ExecutionTimeoutError
 
-    from jobs.progress import Progress
-
-    progress = Progress(total, interval_s=config.progress_interval_s)
-    committer.on_videos = lambda ok, error: progress.update(ok=ok, error=error)
     logged_precision = False
     tries = ray_stages.new_try_counter()  # bounds the tries of each batch (jobs/ray_stages.py)
     try:
-        with progress:
-            ds = _dataset(config, work, info, class_names, model_name, run_id, mode, tries)
-            # Set on this run's datasets only (they share one DataContext, copied when the plan
-            # was read), never on the caller's Ray session.
-            tolerate_faults(ds.context, config)
-            try:
-                for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-                    if not logged_precision and batch.num_rows:
-                        log.info("model %s runs in %s (as the model actor reports)", model_name,
-                                 next((p for p in batch["precision"].to_pylist() if p), "?"))
-                        logged_precision = True
-                    committer.add_model_rows(batch)
-            except ExecutionTimeoutError as exc:
-                # Ray could place none of the remaining work (no node left with the resources a
-                # stage asks for, and none came) for DataContext.execution_no_progress_timeout_s:
-                # what came back is committed, and the end of the run records the rest as lost.
-                # Ray Data turns this guard off for a pipeline holding an all-to-all step, so the
-                # plan is split by a streaming repartition (a map step) to keep it.
-                log.warning("Ray made no progress: %s; the videos not labelled are recorded as 'lost'",
-                            str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            committer.finish_windows()
-            committer.flush()
+        ds = _dataset(config, work, info, class_names, model_name, run_id, mode, tries)
+        # Set on this run's datasets only (they share one DataContext, copied when the plan
+        # was read), never on the caller's Ray session.
+        tolerate_faults(ds.context, config)
+        try:
+            for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                if not logged_precision and batch.num_rows:
+                    log.info("model %s runs in %s (as the model actor reports)", model_name,
+                             next((p for p in batch["precision"].to_pylist() if p), "?"))
+                    logged_precision = True
+                rows, facts = split_labelled(batch, committer.schema)
+                summary.add_facts(rows, facts)
+                summary.committed(committer.add_model_rows(rows, facts))
+                summary.output_times.append((time.time(), committer.arrived))
+        except ExecutionTimeoutError as exc:
+            # Ray could place none of the remaining work (no node left with the resources a
+            # stage asks for, and none came) for DataContext.execution_no_progress_timeout_s:
+            # what came back is committed, and the end of the run records the rest as lost.
+            # Ray Data turns this guard off for a pipeline holding an all-to-all step, so the
+            # plan is split by a streaming repartition (a map step) to keep it.
+            log.warning("Ray made no progress: %s; the videos not labelled are recorded as 'lost'",
+                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        summary.committed(committer.finish_windows())
+        summary.committed(committer.flush())
     finally:
         ray_stages.stop_try_counter(tries)
+
+
+def _reconcile(committer: Committer, summary: RunSummary, table: LabelTable, plan, *, run_id: str, mode: str,
+               batch_rows: int) -> None:
+    """The step after labelling: planned videos that never came back are committed as "lost" rows."""
+    lost = 0
+    for rows in reconcile.lost_rows(table, plan, schema=committer.schema, run_id=run_id, mode=mode,
+                                    batch_rows=batch_rows):
+        summary.committed(committer.add(rows))
+        lost += rows.num_rows
+    summary.committed(committer.flush())
+    reconcile.check_lost(lost, plan, run_id)
+    summary.lost = lost
 
 
 def _dataset(config: JobConfig, work, info, class_names, model_name: str, run_id: str, mode: str, tries):
@@ -187,9 +223,11 @@ def _dataset(config: JobConfig, work, info, class_names, model_name: str, run_id
     )
 
 
-def _commit_what_is_done(committer: Committer) -> None:
+def _commit_what_is_done(committer: Committer | None, summary: RunSummary) -> None:
+    if committer is None:  # stopped before the work started: nothing to commit
+        return
     try:
-        committer.flush()
+        summary.committed(committer.flush())
     except CommitError as exc:
         log.error("could not commit the last rows before stopping: %s", exc)
 
@@ -213,9 +251,9 @@ def _signals_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
-def _dry_run(config: JobConfig, table: LabelTable, info, mode: str, run_id: str, summary: RunSummary,
+def _dry_run(config: JobConfig, table: LabelTable, info, mode: str, summary: RunSummary,
              started: float) -> RunSummary:
-    plan, work = planning.build(config, table, info.weights_sha256, mode, run_id, persist=False)
+    plan, work = _plan(config, table, info.weights_sha256, mode, path=None)
     summary.listed, summary.skipped, summary.total = plan.listed, plan.skipped, plan.total
     summary.first_uris = [] if work is None else [r["video_uri"] for r in work.take(10)]
     summary.estimated_decode_cpu_h = plan.total * DECODE_CPU_S_PER_VIDEO / 3600

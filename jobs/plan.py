@@ -36,7 +36,6 @@ PLAN_COLUMNS = tuple(PLAN_TYPES)
 # Arrow at most); larger ones with Ray's distributed sort and a look-up per block.
 LOCAL_PLAN_MAX_ROWS = 200_000
 MAX_BLOCKS = 100_000  # Ray's per-block bookkeeping: beyond this, blocks grow instead
-JOIN_PARTITIONS_PER_CPU = 2
 
 DONE_COLUMNS = ("video_uri", "source_version")  # the skip test's join key
 # What done_filter reads (after reading: files written by delta-rs may hold string_view columns,
@@ -78,46 +77,44 @@ class Plan:
     table_version: int | None = None  # the label table's version the plan was made against
 
 
-def _join_partitions() -> int:
-    import ray
-
-    return max(2, int(ray.cluster_resources().get("CPU", 1) * JOIN_PARTITIONS_PER_CPU))
-
-
-def listing(config):
+def listing(input_uri: str, *, extensions: tuple[str, ...], allow_local_paths: bool):
     from jobs.listing import list_source
 
-    return list_source(config.input_uri, extensions=config.extensions,
-                       allow_local_paths=config.allow_local_paths).select_columns(list(PLAN_COLUMNS))
+    return list_source(input_uri, extensions=extensions,
+                       allow_local_paths=allow_local_paths).select_columns(list(PLAN_COLUMNS))
 
 
-def build(config, table: LabelTable, weights_sha256: str | None, mode: str, run_id: str,
-          *, persist: bool = True) -> tuple[Plan, object]:
-    """The run's plan and a dataset of its work items, sorted by video_uri."""
+def build(table: LabelTable, input_uri: str, *, extensions: tuple[str, ...], allow_local_paths: bool,
+          weights_sha256: str | None, mode: str, relabel: bool, limit: int | None, videos_per_task: int,
+          path: str | None) -> tuple[Plan, object]:
+    """The run's plan and a dataset of its work items, sorted by video_uri.
+
+    The plan is persisted at ``path`` (jobs.runs.plan_path) and its dataset read from there;
+    ``path=None`` (a dry run) persists nothing.
+    """
     snapshot = table.snapshot()
     version = None if snapshot is None else snapshot.version()
-    listed_ds = listing(config).materialize()  # in Ray's object store, not on the driver
+    listed_ds = listing(input_uri, extensions=extensions, allow_local_paths=allow_local_paths).materialize()  # in Ray's object store, not on the driver
     listed = listed_ds.count()
-    done = None if config.relabel else done_filter(weights_sha256, mode)
+    done = None if relabel else done_filter(weights_sha256, mode)
     if listed <= LOCAL_PLAN_MAX_ROWS:
         todo = _small_plan(listed_ds, table, done)
         to_label = todo.num_rows
-        if config.limit is not None:
-            todo = todo.slice(0, config.limit)
+        if limit is not None:
+            todo = todo.slice(0, limit)
         total = todo.num_rows
         import ray
 
         todo_ds = ray.data.from_arrow(todo) if total else None
     else:
-        todo_ds = _large_plan(listed_ds, table, weights_sha256, mode, config.relabel)
+        todo_ds = _large_plan(listed_ds, table, weights_sha256, mode, relabel)
         to_label = todo_ds.count()
-        if config.limit is not None:
-            todo_ds = todo_ds.limit(config.limit)  # the first N still to label; the rest wait
-        total = min(to_label, config.limit) if config.limit is not None else to_label
+        if limit is not None:
+            todo_ds = todo_ds.limit(limit)  # the first N still to label; the rest wait
+        total = min(to_label, limit) if limit is not None else to_label
     skipped = listed - to_label
-    if not persist or not total:
+    if path is None or not total:
         return Plan(listed, skipped, total, None, version), todo_ds
-    path = table.plan_path(run_id)
     todo_ds.write_parquet(path, filesystem=table.fs)
     # Read back, the plan file is one block: one decode task, one commit. It is split into blocks
     # of a decode task's share by Ray's streaming repartition, a map step: a repartition into N
@@ -125,7 +122,7 @@ def build(config, table: LabelTable, weights_sha256: str | None, mode: str, run_
     # holding one (work no node can take would then wait forever instead of being recorded lost).
     # At least videos_per_task rows a block (Ray would bundle smaller ones into one task); in
     # window mode a video per block, as each becomes many windows.
-    per_block = config.videos_per_task if config.window_s is None else 1
+    per_block = videos_per_task if mode == "video" else 1
     rows_per_block = max(per_block, -(-total // MAX_BLOCKS))
     return Plan(listed, skipped, total, path, version), read(table, path).repartition(
         target_num_rows_per_block=rows_per_block)
@@ -195,46 +192,3 @@ def read(table: LabelTable, path: str):
 
     return ray.data.read_parquet(path, filesystem=table.fs)
 
-
-def lost(table: LabelTable, plan: Plan, mode: str):
-    """Plan rows whose video has no row written since the plan was made (Ray lost their tasks).
-
-    "Written since" is by commit order, not by timestamps: the video-level rows in the data
-    files the table gained after ``plan.table_version``. A video another run labelled
-    meanwhile counts as done; what this run never committed does not.
-    """
-    import ray
-
-    planned = read(table, plan.path)
-    files = new_files(table, plan.table_version)
-    if not files:
-        return planned
-    level = video_row_index(mode)
-
-    def written(batch: pa.Table) -> pa.Table:
-        return plain(batch).filter(pc.field("segment_index") == level).select(["video_uri"])
-
-    done = ray.data.read_parquet(files, filesystem=table.fs).select_columns(["video_uri", "segment_index"])
-    done = done.map_batches(written, batch_format="pyarrow", batch_size=None)
-    return planned.join(done, join_type="left_anti", num_partitions=_join_partitions(), on=("video_uri",))
-
-
-def new_files(table: LabelTable, since_version: int | None) -> list[str]:
-    """Data files of the current version that were not in ``since_version``."""
-    now = set(table.data_files())
-    if since_version is None:
-        return sorted(now)
-    return sorted(now - set(table.data_files(version=since_version)))
-
-
-def written_since(table: LabelTable, plan: Plan, run_id: str, mode: str) -> int:
-    """This run's video-level rows among the files added since the plan (a cheap completeness test)."""
-    import pyarrow.dataset as pads
-
-    files = new_files(table, plan.table_version)
-    if not files:
-        return 0
-    level = video_row_index(mode)
-    rows = plain(pads.dataset(files, format="parquet", filesystem=table.fs).to_table(
-        columns=["run_id", "segment_index"]))
-    return rows.filter((pc.field("run_id") == run_id) & (pc.field("segment_index") == level)).num_rows

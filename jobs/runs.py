@@ -1,4 +1,9 @@
-"""Run records and leases: ``OUTPUT/_runs/<run>.json``, kept fresh by a heartbeat.
+"""Runs: their ids, records and plans beside the label table, and what a run did.
+
+    OUTPUT/_runs/<run>.json      run records: configuration, counts, status, heartbeat
+    OUTPUT/_runs/<run>.plan/     the run's plan (the keys it set out to label), Parquet
+
+Delta readers ignore ``_``-prefixed paths, so none of this shows up as rows.
 
 A record says what a run was asked to do and how it ended: status ``running``, then
 ``completed``, ``interrupted`` (SIGINT/SIGTERM), ``failed`` (with the reason) or ``killed``
@@ -10,21 +15,79 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.metadata
+import json
 import logging
 import os
 import platform
+import secrets
 import threading
-from dataclasses import asdict, dataclass, field
+import time
+from dataclasses import dataclass, field
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
 
-from jobs.commit import Counts
-from jobs.table import RUN_STALE_AFTER_S, LabelTable
+from jobs.counts import Committed, Counts
+from jobs.storage import put_bytes
+from jobs.table import LabelTable
 from stam_core.weights import redact_url
 
 log = logging.getLogger("stam_label")
 
-HEARTBEAT_S = 60.0
+RUN_STALE_AFTER_S = 300  # a run whose heartbeat is older than this is dead
+TEMP_FILE_MAX_AGE_S = 3600  # a temp file this old belongs to no live write
+
+
+def new_run_id() -> str:
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{secrets.token_hex(3)}"
+
+
+def runs_folder(table: LabelTable) -> str:
+    return f"{table.root}/_runs"
+
+
+def plan_path(table: LabelTable, run_id: str) -> str:
+    """Where the run's plan is persisted (jobs.plan.build), in ``table.fs``."""
+    return f"{runs_folder(table)}/{run_id}.plan"
+
+
+def write_run_record(table: LabelTable, run_id: str, record: dict) -> None:
+    body = json.dumps(record, indent=2, sort_keys=True, default=str).encode()
+    put_bytes(table.fs, f"{runs_folder(table)}/{run_id}.json", body)
+
+
+def read_run_records(table: LabelTable) -> list[dict]:
+    """Every run record of ``table``'s OUTPUT, oldest first."""
+    selector = pafs.FileSelector(runs_folder(table), allow_not_found=True)
+    out = []
+    for info in table.fs.get_file_info(selector):
+        if info.type == pafs.FileType.File and info.path.endswith(".json"):
+            with table.fs.open_input_stream(info.path) as f:
+                try:
+                    out.append(json.loads(f.read()))
+                except ValueError:
+                    log.warning("%s: not a run record (invalid JSON); ignored", info.path)
+    return sorted(out, key=lambda m: m.get("started_at", ""))
+
+
+def remove_stale_temp_files(table: LabelTable, max_age_s: float = TEMP_FILE_MAX_AGE_S) -> int:
+    """Temp files of killed writers of run records, older than any live write could be (another
+    run may be between its write and its rename right now)."""
+    folder = runs_folder(table)
+    if not isinstance(table.fs, pafs.LocalFileSystem) or not os.path.isdir(folder):
+        return 0
+    removed, now = 0, time.time()
+    for entry in os.scandir(folder):
+        if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+            try:
+                if now - entry.stat().st_mtime > max_age_s:
+                    os.remove(entry.path)
+                    removed += 1
+            except FileNotFoundError:
+                pass  # its writer renamed or removed it meanwhile
+    return removed
 
 
 def now_iso() -> str:
@@ -43,7 +106,7 @@ def _age_s(iso: str | None) -> float:
 def reap_dead_runs(table: LabelTable, own_run_id: str, stale_after_s: float = RUN_STALE_AFTER_S) -> list[str]:
     """Mark runs whose heartbeat stopped as ``killed``; warn about live ones. Returns live run ids."""
     live = []
-    for record in table.read_run_records():
+    for record in read_run_records(table):
         run_id = record.get("run_id")
         if record.get("status") != "running" or run_id == own_run_id:
             continue
@@ -51,7 +114,7 @@ def reap_dead_runs(table: LabelTable, own_run_id: str, stale_after_s: float = RU
         if age > stale_after_s:
             record.update(status="killed", finished_at=now_iso(),
                           reason=f"no heartbeat for {age:.0f} s (the driver died); the next run labels what it missed")
-            table.write_run_record(run_id, record)
+            write_run_record(table, run_id, record)
             log.warning("run %s on %s stopped without finishing; marked killed", run_id, table.uri)
         else:
             live.append(run_id)
@@ -64,13 +127,13 @@ def reap_dead_runs(table: LabelTable, own_run_id: str, stale_after_s: float = RU
 class RunRecord:
     """The run's record: written at start, on every heartbeat and at the end."""
 
-    def __init__(self, table: LabelTable, record: dict, heartbeat_s: float = HEARTBEAT_S):
+    def __init__(self, table: LabelTable, record: dict, *, heartbeat_s: float):
         self.table, self.record, self.heartbeat_s = table, record, heartbeat_s
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> "RunRecord":
+    def start(self) -> RunRecord:
         self.record.update(status="running", heartbeat_at=now_iso())
         self._write()
         self._thread = threading.Thread(target=self._beat, name="run-heartbeat", daemon=True)
@@ -102,15 +165,22 @@ class RunRecord:
     def _write(self) -> None:
         with self._lock:
             snapshot = dict(self.record)
-        self.table.write_run_record(snapshot["run_id"], snapshot)
+        write_run_record(self.table, snapshot["run_id"], snapshot)
 
 
 @dataclass
 class RunSummary(Counts):
-    """What a run did: its plan, and the Counts its committer kept."""
+    """What a run did: its plan, the Counts of its commits, and what the stages cost."""
 
     run_id: str
     output_uri: str
+    commits: int = 0
+    rewritten_rows: int = 0  # rows copied into new files by this run's commits (files that held a replaced video)
+    commit_s: float = 0.0  # time spent in commits, retries included
+    placement: dict[str, dict[str, int]] = field(default_factory=dict)  # stage -> Ray node id -> clips
+    output_times: list[tuple[float, int]] = field(default_factory=list)  # (arrival, videos so far)
+    decode_cpu_s: float = 0.0  # CPU time of the decode workers, every clip (windows included)
+    model_s: float = 0.0  # model actor time (GPU or CPU), every clip
     listed: int = 0
     skipped: int = 0
     total: int = 0  # videos this run set out to label (the plan)
@@ -121,6 +191,30 @@ class RunSummary(Counts):
     dry_run: bool = False
     first_uris: list[str] = field(default_factory=list)  # --dry-run: the first videos to label
     estimated_decode_cpu_h: float = 0.0  # --dry-run
+
+    def committed(self, done: Committed | None) -> None:
+        """Count a commit's videos and rows (a video counts once its commit succeeded)."""
+        if done is None:
+            return
+        self.add(done.counts)
+        self.commits += 1
+        self.rewritten_rows += done.rows_rewritten
+        self.commit_s += done.seconds
+
+    def add_facts(self, rows: pa.Table, facts: pa.Table) -> None:
+        """A model-stage batch's cost: where its clips ran, model and decode time (jobs.stages.records FACTS)."""
+        for stage in ("decode", "model"):
+            clips_on = self.placement.setdefault(stage, {})
+            for node in facts[f"{stage}_node"].to_pylist():
+                clips_on[node] = clips_on.get(node, 0) + 1
+        self.model_s += pc.sum(facts["model_s"]).as_py() or 0.0
+        self.decode_cpu_s += (pc.sum(rows["decode_cpu_ms"]).as_py() or 0.0) / 1000
+
+    @property
+    def totals(self) -> dict:
+        """Per-stage cost, as the run record stores it."""
+        return {"decode_cpu_s": self.decode_cpu_s, "model_s": self.model_s, "footage_s": self.footage_s,
+                "videos": self.processed}
 
     @property
     def rate_from_start(self) -> float:
@@ -147,17 +241,18 @@ class RunSummary(Counts):
         return self.error / self.processed if self.processed else 0.0
 
 
-def run_record(config, run_id: str, info, model_name: str, mode: str, started: float) -> dict:
+def run_record(settings: dict, run_id: str, *, model_name: str, weights_sha256: str, num_frames: int, mode: str,
+               started: float) -> dict:
+    """The run record at its start. ``settings``: the run's options (``dataclasses.asdict(JobConfig)``),
+    recorded with the URLs redacted."""
     import ray
 
-    cfg = asdict(config)
-    cfg["extensions"] = list(config.extensions)
-    cfg["weights"] = redact_url(config.weights)
-    cfg["input_uri"] = redact_url(config.input_uri)
-    cfg["output_uri"] = redact_url(config.output_uri)
+    cfg = dict(settings, extensions=list(settings["extensions"]))
+    for name in ("weights", "input_uri", "output_uri"):
+        cfg[name] = redact_url(settings[name])
     return {
         "run_id": run_id, "status": "running", "started_at": iso(started), "config": cfg,
-        "model": model_name, "weights_sha256": info.weights_sha256, "num_frames": info.num_frames, "mode": mode,
+        "model": model_name, "weights_sha256": weights_sha256, "num_frames": num_frames, "mode": mode,
         "versions": {"python": platform.python_version(), "torch": _version("torch"), "ray": ray.__version__,
                      "pyarrow": pa.__version__},
         "host": platform.node(), "pid": os.getpid(),

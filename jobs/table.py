@@ -1,9 +1,7 @@
-"""The label table: a Delta Lake table under OUTPUT, plus run records beside it.
+"""The label table: a Delta Lake table under OUTPUT (run records beside it: jobs/runs.py).
 
     OUTPUT/_delta_log/...        the transaction log: every commit is a table version
     OUTPUT/part-*.parquet        data files (clustered by video_uri; not partitioned)
-    OUTPUT/_runs/<run>.json      run records: configuration, counts, status, heartbeat
-    OUTPUT/_runs/<run>.plan/     the run's plan (the keys it set out to label), Parquet
 
 The latest version holds exactly one row per (video_uri, segment_index): the current labels.
 Earlier versions are the history (``DeltaTable.history()``, time travel). Delta readers ignore
@@ -28,29 +26,24 @@ made the process abort at exit in tests here (delta-rs #2184, apache/arrow #3431
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
-import os
 import random
 import secrets
 import time
 from dataclasses import dataclass
-from urllib.parse import urlparse
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
+from jobs.config import JobConfig
 from jobs.schema import HUMAN_COLUMNS, keep_human_columns, plain_schema, with_flat_columns
-from jobs.storage import StorageError, put_bytes, resolve
-from stam_core.storage import s3_endpoint_and_region
+from jobs.storage import StorageError, delta_storage_options, fs_path, is_s3, put_bytes, resolve
 
 log = logging.getLogger("stam_label")
 
-TEMP_FILE_MAX_AGE_S = 3600  # a temp file this old belongs to no live write
-RUN_STALE_AFTER_S = 300  # a run whose heartbeat is older than this is dead
 READ_RETRY_S = 120.0  # reads of the table retry storage errors this long
 KEY = ("video_uri", "segment_index")
 CHECKPOINT_INTERVAL = 100  # versions between Delta checkpoints (opening reads one + at most 99 JSON files)
@@ -63,26 +56,6 @@ class CommitError(Exception):
     """A commit still failing after its bounded retries."""
 
 
-def new_run_id() -> str:
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return f"{stamp}-{secrets.token_hex(3)}"
-
-
-def delta_storage_options(uri: str) -> dict[str, str] | None:
-    """Non-secret S3 settings for delta-rs; credentials come from its own AWS chain."""
-    if not uri.startswith("s3://"):
-        return None
-    options = {"conditional_put": "etag"}  # safe concurrent commits on any S3-compatible store
-    endpoint, region = s3_endpoint_and_region()
-    if endpoint:
-        options["AWS_ENDPOINT_URL"] = endpoint
-        if urlparse(endpoint).scheme == "http":
-            options["AWS_ALLOW_HTTP"] = "true"
-    if region:
-        options["AWS_REGION"] = region
-    return options
-
-
 @dataclass
 class CommitResult:
     version: int | None  # the table version written; None when the commit had already landed
@@ -92,9 +65,9 @@ class CommitResult:
 
 
 class LabelTable:
-    def __init__(self, output_uri: str, *, commit_timeout_s: float = 300.0):
+    def __init__(self, output_uri: str, *, commit_timeout_s: float = JobConfig.commit_timeout_s):
         self.fs, self.root = resolve(output_uri)
-        self.uri = output_uri.rstrip("/") if output_uri.startswith("s3://") else self.root
+        self.uri = output_uri.rstrip("/") if is_s3(output_uri) else self.root
         self.storage_options = delta_storage_options(self.uri)
         self.commit_timeout_s = commit_timeout_s
 
@@ -138,7 +111,7 @@ class LabelTable:
         """Fail before any work when OUTPUT cannot be written (bad bucket, no permission)."""
         probe = f"{self.root}/_runs/.probe-{secrets.token_hex(4)}"
         try:
-            self._put(probe, b"")
+            put_bytes(self.fs, probe, b"")
             self.fs.delete_file(probe)
         except OSError as exc:
             raise StorageError(f"{self.uri}: output is not writable ({str(exc).splitlines()[0]})") from exc
@@ -287,14 +260,14 @@ class LabelTable:
         table = self.snapshot(version)
         if table is None:
             return []
-        return [_fs_path(u) for u in table.file_uris()]
+        return [fs_path(u) for u in table.file_uris()]
 
     def file_ranges(self, snapshot=None) -> list:
         """The current data files with their video_uri bounds (jobs.lookup.FileRange), from the log."""
         from jobs.lookup import file_ranges
 
         table = snapshot if snapshot is not None else self.snapshot()
-        return [] if table is None else file_ranges(table, _fs_path)
+        return [] if table is None else file_ranges(table, fs_path)
 
     def schema(self) -> pa.Schema | None:
         table = self.snapshot()
@@ -307,7 +280,7 @@ class LabelTable:
             return None
         schema = plain_schema(pa.schema(table.schema().to_arrow()))
         try:
-            return pads.dataset([_fs_path(u) for u in table.file_uris()], schema=schema, format="parquet",
+            return pads.dataset([fs_path(u) for u in table.file_uris()], schema=schema, format="parquet",
                                 filesystem=self.fs)
         except OSError as exc:
             raise StorageError(f"{self.uri}: cannot read label table ({_short(exc)})") from exc
@@ -324,47 +297,6 @@ class LabelTable:
         except OSError as exc:
             raise StorageError(f"{self.uri}: cannot read label table ({_short(exc)})") from exc
 
-    # ---- run records -------------------------------------------------------------------
-    def write_run_record(self, run_id: str, record: dict) -> None:
-        body = json.dumps(record, indent=2, sort_keys=True, default=str).encode()
-        self._put(f"{self.root}/_runs/{run_id}.json", body)
-
-    def read_run_records(self) -> list[dict]:
-        selector = pafs.FileSelector(f"{self.root}/_runs", allow_not_found=True)
-        out = []
-        for info in self.fs.get_file_info(selector):
-            if info.type == pafs.FileType.File and info.path.endswith(".json"):
-                with self.fs.open_input_stream(info.path) as f:
-                    try:
-                        out.append(json.loads(f.read()))
-                    except ValueError:
-                        log.warning("%s: not a run record (invalid JSON); ignored", info.path)
-        return sorted(out, key=lambda m: m.get("started_at", ""))
-
-
-    def plan_path(self, run_id: str) -> str:
-        return f"{self.root}/_runs/{run_id}.plan"
-
-    def _put(self, path: str, data: bytes) -> None:
-        put_bytes(self.fs, path, data)
-
-    def remove_stale_temp_files(self, max_age_s: float = TEMP_FILE_MAX_AGE_S) -> int:
-        """Temp files of killed writers, older than any live write could be (another run may be
-        between its write and its rename right now)."""
-        folder = f"{self.root}/_runs"
-        if not isinstance(self.fs, pafs.LocalFileSystem) or not os.path.isdir(folder):
-            return 0
-        removed, now = 0, time.time()
-        for entry in os.scandir(folder):
-            if entry.name.startswith(".") and entry.name.endswith(".tmp"):
-                try:
-                    if now - entry.stat().st_mtime > max_age_s:
-                        os.remove(entry.path)
-                        removed += 1
-                except FileNotFoundError:
-                    pass  # its writer renamed or removed it meanwhile
-        return removed
-
 
 def _last_per_key(rows: pa.Table) -> pa.Table:
     """One row per (video_uri, segment_index): a retried Ray task may deliver a row twice."""
@@ -379,14 +311,6 @@ def _last_per_key(rows: pa.Table) -> pa.Table:
 
 def _sql_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
-
-
-def _fs_path(uri: str) -> str:
-    if uri.startswith("s3://"):
-        return uri[len("s3://"):]
-    if uri.startswith("file://"):
-        return urlparse(uri).path
-    return uri
 
 
 def _short(exc: BaseException) -> str:

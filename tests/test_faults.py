@@ -21,6 +21,7 @@ from conftest import VENV_BIN, wait_for
 from support.faultproxy import FaultProxy
 
 import stam_core.model
+from jobs.runs import read_run_records
 from jobs.table import LabelTable
 from jobs.tools.samples import make_sample_video
 
@@ -86,7 +87,7 @@ def key_counts(table) -> Counter:
 
 
 def records(out: str) -> dict[str, dict]:
-    return {r["run_id"]: r for r in LabelTable(out).read_run_records()}
+    return {r["run_id"]: r for r in read_run_records(LabelTable(out))}
 
 
 def run_id_of(output: str) -> str:
@@ -269,7 +270,7 @@ def test_killed_driver_video_mode_resumes_exactly_once(ray_head, slower_weights,
     partial = current_by_video(str(out))
     assert 1 <= len(partial) < len(videos), f"{len(partial)} committed: the kill landed too late"
     assert all(v == [0] for v in partial.values())
-    (killed_record,) = LabelTable(str(out)).read_run_records()
+    (killed_record,) = read_run_records(LabelTable(str(out)))
     killed_id = killed_record["run_id"]
     assert killed_record["status"] == "running"
 
@@ -306,7 +307,7 @@ def test_killed_driver_window_mode_resumes_whole_videos(ray_head, slower_weights
     assert 1 <= len(partial) < len(videos), f"{len(partial)} committed: the kill landed too late"
     # Whole videos only: every committed video has its video-level row and all its windows.
     assert all(v == [-1, 0, 1, 2] for v in partial.values()), partial
-    (killed_record,) = LabelTable(str(out)).read_run_records()
+    (killed_record,) = read_run_records(LabelTable(str(out)))
     killed_id = killed_record["run_id"]
 
     make_stale(out, killed_id)
@@ -341,7 +342,7 @@ def test_interrupted_run_keeps_its_commits_and_rerun_labels_the_rest(ray_head, s
         pytest.skip("the signal landed after the run had completed (timing); nothing to check")
     assert rc == 130, output[-4000:]
     assert "interrupted" in output
-    (record,) = LabelTable(str(out)).read_run_records()
+    (record,) = read_run_records(LabelTable(str(out)))
     assert record["status"] == "interrupted", record
     committed = current_by_video(str(out))
     # Usually part of the videos; all of them when Ray delivered every row in one block before the signal.

@@ -668,6 +668,7 @@ def s3_calls_of_a_run(local_s3):
 
     import pyarrow as pa
 
+    from jobs.runs import read_run_records, write_run_record
     from jobs.schema import output_schema
     from jobs.storage import resolve
     from jobs.table import LabelTable
@@ -693,16 +694,16 @@ def s3_calls_of_a_run(local_s3):
         table.is_legacy()
         table.check_writable()
         table.read_current()
-        table.write_run_record(run_id, {"run_id": run_id, "status": "running"})
+        write_run_record(table, run_id, {"run_id": run_id, "status": "running"})
         table.ensure_created(output_schema())
         refs = [f"{input_uri}2026/b.mkv", f"{input_uri}a.mp4"]
         rows = pa.Table.from_pylist([{"video_uri": uri, "mode": "video", "segment_index": 0, "status": "ok",
                                       "run_id": run_id, "labelled_at": dt.datetime.now(dt.timezone.utc)}
                                      for uri in refs], schema=output_schema())
         table.commit(rows, run_id=run_id, seq=1)
-        table.write_run_record(run_id, {"run_id": run_id, "status": "completed"})
+        write_run_record(table, run_id, {"run_id": run_id, "status": "completed"})
         assert table.read_current().num_rows == 2
-        table.read_run_records()
+        read_run_records(table)
     calls: list[tuple[str, str, int]] = []
     for line in local_s3.request_log()[log_start:].splitlines():
         line = re.sub(r"\x1b\[[\d;]*m", "", line)

@@ -14,6 +14,7 @@ import pytest
 from conftest import VENV_BIN
 from jobs import plan as planning
 from jobs.pipeline import JobConfig
+from jobs.runs import plan_path
 from jobs.schema import output_schema
 from jobs.table import LabelTable
 
@@ -54,21 +55,29 @@ def ray_session(ray_head):
     yield
 
 
+def build(config: JobConfig, table: LabelTable, run_id: str):
+    """The plan of ``config`` with weights w1 in video mode, persisted where the run's plan goes."""
+    return planning.build(table, config.input_uri, extensions=config.extensions,
+                          allow_local_paths=config.allow_local_paths, weights_sha256="w1", mode="video",
+                          relabel=config.relabel, limit=config.limit, videos_per_task=config.videos_per_task,
+                          path=plan_path(table, run_id))
+
+
 @pytest.mark.parametrize("path", ["driver", "ray"])
 def test_plan_skips_what_is_done_and_limits_after_skipping(path, case, ray_session, monkeypatch):
     config, table, uris = case
     if path == "ray":
         monkeypatch.setattr(planning, "LOCAL_PLAN_MAX_ROWS", 0)
-    plan, work = planning.build(config, table, "w1", "video", "run1")
+    plan, work = build(config, table, "run1")
     expected = [uris[i] for i in (1, 2, 4, 5, 6, 7)]
     assert (plan.listed, plan.skipped, plan.total) == (8, 2, 6)
     assert sorted(r["video_uri"] for r in work.take_all()) == expected
     assert pq.read_table(plan.path, filesystem=table.fs).num_rows == 6  # persisted for reconciliation
 
-    limited, work = planning.build(replace(config, limit=2), table, "w1", "video", "run2")
+    limited, work = build(replace(config, limit=2), table, "run2")
     assert (limited.skipped, limited.total) == (2, 2)  # --limit counts videos still to label
     assert sorted(r["video_uri"] for r in work.take_all()) == expected[:2]  # the first two in URI order
-    relabel, _ = planning.build(replace(config, relabel=True), table, "w1", "video", "run3")
+    relabel, _ = build(replace(config, relabel=True), table, "run3")
     assert (relabel.skipped, relabel.total) == (0, 8)
 
 

@@ -25,6 +25,7 @@ from PIL import Image
 
 from jobs.cli.inspect import inspect_command
 from jobs.pipeline import run_job
+from jobs.runs import write_run_record
 from jobs.schema import output_schema
 from jobs.segments import VIDEO_LEVEL
 from jobs.table import LabelTable
@@ -50,7 +51,7 @@ def write_rows(output: Path, rows: list[dict], run_record: dict | None = None) -
     else:  # the first layout: one Parquet part per run
         table.write_part(run_id, 0, data)
     if run_record is not None:
-        table.write_run_record(run_id, {"run_id": run_id, **run_record})
+        write_run_record(table, run_id, {"run_id": run_id, **run_record})
 
 
 # ---- Chromium ----------------------------------------------------------------------------

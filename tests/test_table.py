@@ -12,7 +12,14 @@ import pyarrow as pa
 import pytest
 
 from jobs.plan import done_keys
-from jobs.runs import RunRecord, reap_dead_runs
+from jobs.runs import (
+    RunRecord,
+    RunSummary,
+    read_run_records,
+    reap_dead_runs,
+    remove_stale_temp_files,
+    write_run_record,
+)
 from jobs.schema import output_schema
 from jobs.table import LabelTable
 
@@ -145,7 +152,7 @@ def test_only_old_temp_files_are_removed(tmp_path):
     old.write_bytes(b"x")
     fresh.write_bytes(b"x")
     os.utime(old, (time.time() - 7200, time.time() - 7200))
-    assert table.remove_stale_temp_files() == 1
+    assert remove_stale_temp_files(table) == 1
     assert not old.exists() and fresh.exists()  # a live writer may be about to rename it
 
 
@@ -166,11 +173,11 @@ def test_run_records_heartbeat_and_dead_runs(tmp_path):
     logging.getLogger("stam_label").addHandler(lines)
     table = LabelTable(str(tmp_path / "out"))
     stale = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=30)).isoformat()
-    table.write_run_record("dead", {"run_id": "dead", "status": "running", "heartbeat_at": stale})
+    write_run_record(table, "dead", {"run_id": "dead", "status": "running", "heartbeat_at": stale})
     live = RunRecord(table, {"run_id": "live"}, heartbeat_s=0.2).start()
     time.sleep(0.5)
     assert reap_dead_runs(table, own_run_id="me") == ["live"]
-    records = {r["run_id"]: r for r in table.read_run_records()}
+    records = {r["run_id"]: r for r in read_run_records(table)}
     assert records["dead"]["status"] == "killed" and "heartbeat" in records["dead"]["reason"]
     logging.getLogger("stam_label").removeHandler(lines)
     assert any("live" in line and "still writing" in line for line in lines.lines), lines.lines
@@ -180,19 +187,25 @@ def test_run_records_heartbeat_and_dead_runs(tmp_path):
 
 
 def test_videos_count_once_their_commit_succeeds(tmp_path):
-    """A run's counts (and its "N videos committed" message) never include rows a failed commit lost."""
+    """A run's counts (and its "N videos committed" message) never include rows a failed commit lost:
+    the committer returns what each commit made current, and the run's summary adds only that."""
     from jobs.commit import Committer
     from jobs.table import CommitError
 
     table = LabelTable(str(tmp_path / "out"))
     table.ensure_created(output_schema())
+    arrived = []
     committer = Committer(table, run_id="r1", schema=output_schema(), commit_every=100, commit_interval_s=3600,
-                          video_level=None)
-    committer.add(rows("r1", ("a", "ok", None, "1:1"), ("b", "error", "format_error", "2:2")))
-    assert committer.counts.processed == 0  # queued, not committed
-    committer.flush()
-    assert (committer.counts.ok, committer.counts.error, committer.counts.rows) == (1, 1, 2)
-    assert committer.counts.error_kinds == {"format_error": 1}
+                          video_level=None, on_videos=lambda ok, error: arrived.append((ok, error)))
+    summary = RunSummary("r1", table.uri)
+    assert committer.add(rows("r1", ("a", "ok", None, "1:1"), ("b", "error", "format_error", "2:2"))) is None
+    assert arrived == [(1, 1)]  # progress hears of videos as they arrive, before their commit
+    done = committer.flush()
+    assert (done.seq, done.counts.ok, done.counts.error, done.counts.rows) == (1, 1, 1, 2)
+    assert done.counts.error_kinds == {"format_error": 1} and done.version == table.snapshot().version()
+    assert committer.flush() is None  # nothing pending
+    summary.committed(done)
+    assert (summary.ok, summary.error, summary.rows, summary.commits) == (1, 1, 2, 1)
 
     def storage_down(*args, **kwargs):
         raise CommitError("storage down")
@@ -200,8 +213,22 @@ def test_videos_count_once_their_commit_succeeds(tmp_path):
     table.commit = storage_down
     committer.add(rows("r1", ("c", "ok", None, "3:3")))
     with pytest.raises(CommitError):
-        committer.flush()
-    assert (committer.counts.ok, committer.counts.error, committer.counts.rows) == (1, 1, 2)
+        summary.committed(committer.flush())
+    assert (summary.ok, summary.error, summary.rows, summary.commits) == (1, 1, 2, 1)
+
+
+def test_a_commit_is_returned_by_the_add_that_sets_it_off(tmp_path):
+    from jobs.commit import Committer
+
+    table = LabelTable(str(tmp_path / "out"))
+    table.ensure_created(output_schema())
+    committer = Committer(table, run_id="r1", schema=output_schema(), commit_every=3, commit_interval_s=3600,
+                          video_level=None)
+    assert committer.add(rows("r1", ("a", "ok", None, "1:1"), ("b", "ok", None, "1:1"))) is None
+    done = committer.add(rows("r1", ("c", "ok", None, "1:1")))  # the third row: commit_every reached
+    assert done is not None and (done.seq, done.counts.ok, done.counts.rows) == (1, 3, 3)
+    assert table.read_current(["video_uri"]).num_rows == 3
+    assert committer.flush() is None
 
 
 def test_new_videos_rewrite_nothing_and_a_relabel_rewrites_only_its_files(tmp_path):

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from jobs.config import JobConfig
 from jobs.errors import JobError
+from jobs.runs import read_run_records
 from jobs.segments import video_row_index
 from jobs.storage import is_s3, resolve
 from jobs.table import LabelTable
@@ -224,7 +225,7 @@ def evaluate(manifest: str, config_kwargs: dict, *, video_root: str | None = Non
         table = LabelTable(out)
         current = table.read_current(["video_uri", "mode", "segment_index", "status", "error", "error_kind",
                                       "class_ids", "weights_sha256", "run_id"])
-        manifests = {m["run_id"]: m for m in table.read_run_records()}
+        manifests = {m["run_id"]: m for m in read_run_records(table)}
     rows = {}
     for row in (current.to_pylist() if current is not None else []):
         # The video-level row: segment 0 of a whole-video run, -1 of a windowed one.
@@ -247,8 +248,8 @@ def format_report(result: Evaluation, pairs: int = 10, failures: int = 20) -> st
         f"videos: {result.count} in the manifest, {result.evaluated} labelled, {len(result.failed)} failed",
         f"top-1: {pct(result.top1)}   top-5: {pct(result.top5)}   (over the {result.evaluated} labelled videos)",
         f"counting failed videos as wrong: top-1 {pct(result.top1_all)}, top-5 {pct(result.top5_all)}",
-        f"mean per-class accuracy: {pct(result.mean_class_accuracy)} "
-        f"({sum(1 for s in result.per_class.values() if s['evaluated'])} classes)",
+        (f"mean per-class accuracy: {pct(result.mean_class_accuracy)} "
+         f"({sum(1 for s in result.per_class.values() if s['evaluated'])} classes)"),
     ]
     if result.confused_pairs:
         lines.append("most confused (true -> predicted top-1):")

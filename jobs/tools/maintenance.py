@@ -10,8 +10,9 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from jobs.errors import JobError
+from jobs.runs import new_run_id, write_run_record
 from jobs.schema import output_schema, with_flat_columns
-from jobs.table import LabelTable, new_run_id
+from jobs.table import LabelTable
 
 DEFAULT_RETENTION_HOURS = 168  # a week: a reader still on an older version keeps its files
 # Smaller than Delta's usual 128-256 MB: a relabel commit rewrites whole files, so the file
@@ -84,10 +85,10 @@ def migrate(output_uri: str) -> MigrationResult:
     version = table.snapshot().version()
     run_id = new_run_id()
     now = dt.datetime.now(dt.timezone.utc).isoformat()
-    table.write_run_record(run_id, {"run_id": run_id, "status": "completed", "kind": "migration",
-                                    "started_at": now, "finished_at": now,
-                                    "counts": {"old_rows": old.num_rows, "current_rows": current.num_rows},
-                                    "table_version": version})
+    write_run_record(table, run_id, {"run_id": run_id, "status": "completed", "kind": "migration",
+                                     "started_at": now, "finished_at": now,
+                                     "counts": {"old_rows": old.num_rows, "current_rows": current.num_rows},
+                                     "table_version": version})
     return MigrationResult(old.num_rows, current.num_rows, version)
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from jobs.runs import read_run_records
 from jobs.segments import video_row_index
 from jobs.table import LabelTable
 
@@ -50,7 +51,7 @@ def load(output_uri: str, columns: list[str] = READ_COLUMNS) -> tuple[pa.Table, 
     table = label_table.read_current(columns)
     if table is None or table.num_rows == 0:
         raise ReportError(f"{output_uri}: no committed label rows")
-    return table, summarize(output_uri, table, label_table.read_run_records())
+    return table, summarize(output_uri, table, read_run_records(label_table))
 
 
 def summarize(output_uri: str, table: pa.Table, runs: list[dict]) -> TableSummary:

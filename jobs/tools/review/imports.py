@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from jobs.runs import new_run_id
 from jobs.schema import HUMAN_FIELDS, LABEL_SOURCE_FIELD, with_flat_columns
 from jobs.storage import StorageError, resolve
-from jobs.table import CommitError, LabelTable, new_run_id
+from jobs.table import CommitError, LabelTable
 from jobs.tools.report.summary import video_level
 from jobs.tools.review.label_studio import Answer, read_label_studio_export
 from jobs.tools.review.queue import ReviewError
