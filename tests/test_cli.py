@@ -51,14 +51,16 @@ def summary(ok=3, error=1, skipped=0, **kw):
 
 @pytest.fixture
 def fake_job(monkeypatch):
-    """run_job records the JobConfig's fields and returns (or raises) what the test sets."""
+    """run_job records the JobConfig's fields and returns (or raises) what the test sets;
+    ``calls["override"]`` changes fields of the JobConfig the command goes on with."""
     import jobs.pipeline
+    from jobs.config import JobConfig
 
-    calls = {"result": summary()}
+    calls = {"result": summary(), "override": {}}
 
     def fake_config(**kw):
         calls["config"] = kw
-        return kw
+        return JobConfig(**{**kw, **calls["override"]})
 
     def fake_run_job(config):
         calls["verbose_during_run"] = logs.is_verbose()
@@ -167,6 +169,16 @@ def test_max_error_rate_default_is_half(fake_job):
     assert result.exit_code == 1
     assert "2 of 3 videos failed (66.7%), above --max-error-rate 50.0%" in result.stderr
     assert "2 error" in result.stdout  # the summary is still printed
+
+
+def test_the_error_rate_is_checked_against_the_config(fake_job):
+    """The threshold is the JobConfig's (what the run recorded), not a second reading of the option."""
+    fake_job["result"] = summary(ok=1, error=2)
+    fake_job["override"] = {"max_error_rate": 0.9}
+    assert invoke("run", "in", "out", "--max-error-rate", "0.1").exit_code == 0
+    fake_job["override"] = {"max_error_rate": 0.5}
+    result = invoke("run", "in", "out", "--max-error-rate", "0.9")
+    assert result.exit_code == 1 and "above --max-error-rate 50.0%" in result.stderr
 
 
 def test_all_failed_exits_1_whatever_the_max_error_rate(fake_job):
