@@ -14,6 +14,9 @@ S3-compatible server, read once by ``stam_core.storage.s3_endpoint_and_region``)
   (``stam_core.storage.pyarrow_reads_key_exactly``), boto3 sends them as they are.
 - delta-rs (``delta_storage_options``): the Delta table's own object store; only non-secret
   options (endpoint, region, conditional put) are given, credentials come from its AWS chain.
+
+Presigned links (jobs/tools/report/links.py) are signed locally by a boto3 client of their own
+(SigV4, quiet logs: the URLs carry signatures); the demo's server admin is jobs/tools/demo_s3.py.
 """
 from __future__ import annotations
 
