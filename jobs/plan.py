@@ -147,7 +147,7 @@ def _small_plan(listed_ds, table: LabelTable, done: pc.Expression | None) -> pa.
 
 def _plan_rows(batch: pa.Table | None) -> pa.Table:
     """A listing block in the plan's own schema (columns in order, plain types), whatever its source."""
-    if batch is None:
+    if batch is None or not batch.num_rows:  # an empty block may carry no columns at all
         return pa.table({c: pa.array([], t) for c, t in PLAN_TYPES.items()})
     return plain(batch).select(list(PLAN_COLUMNS)).cast(pa.schema(PLAN_TYPES.items()))
 

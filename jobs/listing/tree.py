@@ -76,18 +76,26 @@ def split_batch(batch: pa.Table, *, exts) -> pa.Table:
 
 
 def walk_batch(batch: pa.Table, *, exts) -> Iterator[pa.Table]:
-    """Recursive listing of each folder/prefix, a table per ROWS_PER_TABLE rows or S3 page."""
+    """Recursive listing of each folder/prefix, a table per ROWS_PER_TABLE rows or S3 page.
+
+    Yields at least one table, empty if need be: a task that yields nothing leaves Ray Data a
+    block with no columns, which later stages cannot select from (a folder named dir.mp4/).
+    """
+    yielded = False
     for dir_key in batch[DIR].to_pylist():
         rows = Rows()
         if is_s3(dir_key):
             for _ in s3_pages(dir_key, exts, rows):
                 if len(rows) >= ROWS_PER_TABLE:
+                    yielded = True
                     yield rows.take()
         else:
             stack = [dir_key]
             while stack:
                 local_scan(stack.pop(), exts, rows, subdirs=stack.append)
                 if len(rows) >= ROWS_PER_TABLE:
+                    yielded = True
                     yield rows.take()
-        if len(rows):
+        if len(rows) or not yielded:
+            yielded = True
             yield rows.take()
