@@ -17,7 +17,9 @@ relabel in URI order copies each row about once. Each commit records a Delta app
 (app id = run id, version = the run's commit sequence); before every try the committer reads it
 back and skips a commit that already landed, so a retry after a lost response adds nothing. A
 concurrent commit that wrote one of the batch's videos is a conflict (the predicate names them),
-retried on a fresh snapshot; storage errors are retried with backoff for a bounded time.
+retried on a fresh snapshot; storage errors that can pass (timeouts, 5xx, throttling) are retried
+with backoff for a bounded time, the others (not found, not a folder, access denied, no
+credentials) fail at once (``jobs.transient.is_transient``, for reads too).
 Checkpoints every CHECKPOINT_INTERVAL versions keep opening the table cheap (``optimize``
 removes expired log files).
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -41,6 +44,7 @@ import pyarrow.fs as pafs
 from jobs.config import JobConfig
 from jobs.schema import HUMAN_COLUMNS, keep_human_columns, plain_schema, with_flat_columns
 from jobs.storage import StorageError, delta_storage_options, fs_path, is_s3, put_bytes, resolve
+from jobs.transient import is_transient
 
 log = logging.getLogger("stam_label")
 
@@ -90,6 +94,8 @@ class LabelTable:
             except TableNotFoundError:
                 raise
             except (DeltaError, OSError) as exc:
+                if not is_transient(exc):  # not found, not a folder, refused: no retry changes it
+                    raise StorageError(f"{self.uri}: cannot {what} ({_cause(exc)})") from exc
                 if time.monotonic() + delay > deadline:
                     raise StorageError(f"{self.uri}: cannot {what} ({_short(exc)})") from exc
                 log.warning("%s: cannot %s (%s); retrying in %.1f s", self.uri, what, _short(exc), delay)
@@ -174,6 +180,8 @@ class LabelTable:
             except CommitFailedError as exc:
                 reason, wait = f"conflict with a concurrent commit ({_short(exc)})", random.uniform(0.05, 0.5)
             except (DeltaError, OSError) as exc:
+                if not is_transient(exc):
+                    raise CommitError(f"{self.uri}: commit {seq} of run {run_id} failed: {_cause(exc)}") from exc
                 reason, wait = _short(exc), delay
                 delay = min(delay * 2, 30.0)
             if time.monotonic() + wait > deadline:
@@ -311,6 +319,18 @@ def _last_per_key(rows: pa.Table) -> pa.Table:
 
 def _sql_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+def _cause(exc: BaseException) -> str:
+    """The innermost line of a delta-rs error chain (``... Not a directory (os error 20)``): the reason,
+    where the first line is only the layer (``Generic LocalFileSystem error``)."""
+    lines = [line.strip().lstrip("\u21b3").strip() for line in _plain(str(exc)).splitlines() if line.strip()]
+    return (lines[-1] if lines else type(exc).__name__)[:300]
+
+
+def _plain(text: str) -> str:
+    """Without the terminal colour codes delta-rs puts in its error chains."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
 
 
 def _short(exc: BaseException) -> str:
