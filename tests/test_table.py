@@ -186,6 +186,32 @@ def test_run_records_heartbeat_and_dead_runs(tmp_path):
     assert saved["status"] == "completed" and saved["counts"] == {"ok": 1}
 
 
+def test_a_run_whose_process_on_this_host_is_gone_is_killed_at_once(tmp_path, monkeypatch):
+    """A fresh heartbeat does not keep a run alive when its driver on this host is gone (or the host rebooted)."""
+    import platform
+    import subprocess
+    import sys
+
+    from jobs import runs
+
+    table = LabelTable(str(tmp_path / "out"))
+    fresh = dt.datetime.now(dt.timezone.utc).isoformat()
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # a pid that was this host's and is gone now
+    here = {"status": "running", "heartbeat_at": fresh, "host": platform.node(), "boot_id": runs.boot_id()}
+    write_run_record(table, "gone", dict(here, run_id="gone", pid=child.pid))
+    write_run_record(table, "alive", dict(here, run_id="alive", pid=os.getpid()))
+    write_run_record(table, "rebooted", dict(here, run_id="rebooted", pid=os.getpid(), boot_id="an-earlier-boot"))
+    write_run_record(table, "elsewhere", dict(here, run_id="elsewhere", pid=child.pid, host="another-host"))
+    if runs.boot_id() is None:  # no /proc here: the reboot case cannot be told
+        monkeypatch.setattr(runs, "boot_id", lambda: "this-boot")
+    assert sorted(reap_dead_runs(table, own_run_id="me")) == ["alive", "elsewhere"]
+    records = {r["run_id"]: r for r in read_run_records(table)}
+    assert records["gone"]["status"] == "killed" and f"process {child.pid}" in records["gone"]["reason"]
+    assert records["rebooted"]["status"] == "killed" and "rebooted" in records["rebooted"]["reason"]
+    assert records["alive"]["status"] == records["elsewhere"]["status"] == "running"
+
+
 def test_videos_count_once_their_commit_succeeds(tmp_path):
     """A run's counts (and its "N videos committed" message) never include rows a failed commit lost:
     the committer returns what each commit made current, and the run's summary adds only that."""
