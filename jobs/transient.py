@@ -12,10 +12,11 @@ bounded retry is the safe side for what we do not recognise.
 """
 from __future__ import annotations
 
-# Lower-case fragments of messages that no retry will change.
+# Lower-case fragments of messages that no retry will change ("_" read as a space).
 PERMANENT = (
     "not a directory", "is a directory", "no such file", "not found", "nosuchbucket", "nosuchkey",
     "permission denied", "access denied", "accessdenied", "forbidden", "status code: 403", "403 forbidden",
+    "no such bucket", "no such key", "invalid access key id", "signature does not match",
     "invalidaccesskeyid", "signaturedoesnotmatch", "unable to locate credentials", "no credentials",
     "credentials provider", "operation not supported",
 )
@@ -39,7 +40,7 @@ def is_transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, PERMANENT_TYPES) or any(t.__name__ in PERMANENT_TYPE_NAMES for t in type(exc).__mro__):
         return False
-    text = str(exc).lower()
+    text = str(exc).lower().replace("_", " ")  # pyarrow spells codes ACCESS_DENIED, NO_SUCH_BUCKET
     if any(fragment in text for fragment in TRANSIENT):
         return True
     return not any(fragment in text for fragment in PERMANENT)

@@ -39,6 +39,8 @@ def test_errors_that_can_pass_are_retried(exc):
     PermissionError(13, "Permission denied"),
     OSError("When getting information for key 'x' in bucket 'b': AWS Error ACCESS_DENIED: Access Denied"),
     OSError("Generic S3 error: NoSuchBucket: The specified bucket does not exist"),
+    OSError("When listing objects under key 'x' in bucket 'b': AWS Error NO_SUCH_BUCKET"),
+    OSError("AWS Error INVALID_ACCESS_KEY_ID during HeadObject operation"),
     OSError("Generic S3 error: dispatch failure: Operation not supported"),
     TableNotFoundError("no log files"),
 ])

@@ -212,6 +212,28 @@ def test_a_run_whose_process_on_this_host_is_gone_is_killed_at_once(tmp_path, mo
     assert records["alive"]["status"] == records["elsewhere"]["status"] == "running"
 
 
+def test_errors_no_retry_changes_fail_at_once(tmp_path, monkeypatch):
+    """Reads and commits retry what can pass (jobs.transient), not a file where the table should be
+    (was 7 retries over 110 s) or a refused permission."""
+    from jobs.storage import StorageError
+    from jobs.table import CommitError
+
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    started = time.monotonic()
+    with pytest.raises(StorageError, match="Not a directory"):
+        LabelTable(str(afile)).exists()
+    table = LabelTable(str(tmp_path / "out"), commit_timeout_s=300)
+
+    def refused(*_args, **_kw):
+        raise OSError("When reading information for key '_delta_log' in bucket 'b': AWS Error ACCESS_DENIED")
+
+    monkeypatch.setattr(table, "_snapshot", refused)
+    with pytest.raises(CommitError, match="ACCESS_DENIED"):
+        table.commit(rows("r1", ("a.mp4", "ok", None, "v1")), run_id="r1", seq=1)
+    assert time.monotonic() - started < 5
+
+
 def test_videos_count_once_their_commit_succeeds(tmp_path):
     """A run's counts (and its "N videos committed" message) never include rows a failed commit lost:
     the committer returns what each commit made current, and the run's summary adds only that."""
