@@ -121,7 +121,11 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:  # alive, another user's
         return True
-    return True
+    try:  # a killed driver whose parent has not reaped it yet is a zombie: gone, for our purpose
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except (OSError, IndexError):  # no /proc: os.kill's answer stands
+        return True
 
 
 def _gone_from_this_host(record: dict) -> str | None:
