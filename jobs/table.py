@@ -28,8 +28,10 @@ made the process abort at exit in tests here (delta-rs #2184, apache/arrow #3431
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import random
 import re
 import secrets
@@ -74,6 +76,7 @@ class LabelTable:
         self.uri = output_uri.rstrip("/") if is_s3(output_uri) else self.root
         self.storage_options = delta_storage_options(self.uri)
         self.commit_timeout_s = commit_timeout_s
+        self._is_local = isinstance(self.fs, pafs.LocalFileSystem)
 
     # ---- layout ----------------------------------------------------------------------
     def exists(self) -> bool:
@@ -116,11 +119,26 @@ class LabelTable:
     def check_writable(self) -> None:
         """Fail before any work when OUTPUT cannot be written (bad bucket, no permission)."""
         probe = f"{self.root}/_runs/.probe-{secrets.token_hex(4)}"
+        made = self._missing_folders(f"{self.root}/_runs")  # deepest first
         try:
             put_bytes(self.fs, probe, b"")
             self.fs.delete_file(probe)
         except OSError as exc:
             raise StorageError(f"{self.uri}: output is not writable ({str(exc).splitlines()[0]})") from exc
+        finally:
+            # The folders the probe made go again: a run that fails before its record (bad weights)
+            # leaves no OUTPUT behind; the run record's write makes them when the run starts.
+            for folder in made:
+                with contextlib.suppress(OSError):  # not empty: another run wrote there meanwhile
+                    os.rmdir(folder)
+
+    def _missing_folders(self, path: str) -> list[str]:
+        """``path`` and its ancestors that do not exist yet (local OUTPUT only), deepest first."""
+        missing = []
+        while self._is_local and not os.path.exists(path) and path != os.path.dirname(path):
+            missing.append(path)
+            path = os.path.dirname(path)
+        return missing
 
     def ensure_created(self, schema: pa.Schema) -> None:
         from deltalake import DeltaTable

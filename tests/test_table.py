@@ -146,8 +146,8 @@ def test_legacy_layout_is_detected(tmp_path):
 
 def test_only_old_temp_files_are_removed(tmp_path):
     table = LabelTable(str(tmp_path / "out"))
-    table.check_writable()
     runs = tmp_path / "out" / "_runs"
+    runs.mkdir(parents=True)
     old, fresh = runs / ".r1.json.dead.tmp", runs / ".r2.json.live.tmp"
     old.write_bytes(b"x")
     fresh.write_bytes(b"x")
@@ -237,6 +237,15 @@ def test_errors_no_retry_changes_fail_at_once(tmp_path, monkeypatch):
     with pytest.raises(CommitError, match="ACCESS_DENIED"):
         table.commit(rows("r1", ("a.mp4", "ok", None, "v1")), run_id="r1", seq=1)
     assert time.monotonic() - started < 5
+
+
+def test_the_write_probe_leaves_no_folder_it_made(tmp_path):
+    """check_writable runs before the weights are read: a run that then fails leaves no OUTPUT."""
+    LabelTable(str(tmp_path / "a" / "b" / "out")).check_writable()
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "kept" / "_runs").mkdir(parents=True)
+    LabelTable(str(tmp_path / "kept")).check_writable()
+    assert list((tmp_path / "kept" / "_runs").iterdir()) == []  # the probe file goes, the folders stay
 
 
 def test_videos_count_once_their_commit_succeeds(tmp_path):
