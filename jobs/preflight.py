@@ -3,7 +3,8 @@
 Without these checks a mistake surfaced late and slowly: an OUTPUT that is a file took 7
 retries over 110 s, an S3 OUTPUT without credentials 110 s of AWS SDK warnings, a missing INPUT
 was reported after Ray had started and had left an OUTPUT folder with a ``failed`` run record.
-Each check here is a local stat or one S3 request without retries, and says what is wrong in
+Each check here is a local stat or one S3 request without retries (a transient answer, 5xx or
+throttling, skips the check with a warning: no verdict), and says what is wrong in
 one line (a StorageError: exit 3). Nothing is written; the run's own write probe
 (``LabelTable.check_writable``) still follows, as permissions can say yes here and no there.
 
@@ -16,11 +17,15 @@ one line (a StorageError: exit 3). Nothing is written; the run's own write probe
 """
 from __future__ import annotations
 
+import logging
 import os
 
 from jobs.listing.inventory import INVENTORY_NAME
 from jobs.listing.manifest import MANIFEST_EXTENSIONS
 from jobs.storage import StorageError, is_s3, local_key, local_path, s3_endpoint_and_region, split_s3
+from jobs.transient import is_transient
+
+log = logging.getLogger("stam_label")
 
 PROBE_CONNECT_TIMEOUT_S = 5
 PROBE_READ_TIMEOUT_S = 10
@@ -104,17 +109,22 @@ def _s3_probe_client(uri: str):
 
 
 def _ask(uri: str, what: str, request) -> None:
-    """One S3 request; its refusal as a StorageError naming ``uri``, ``what`` it is and why."""
+    """One S3 request; its refusal as a StorageError naming ``uri``, ``what`` it is and why.
+
+    A transient answer is no refusal: the check is skipped with a warning rather than failing a
+    run on a 503 that the run's own clients would have retried through."""
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
     try:
         request()
-    except ClientError as exc:
-        raise StorageError(f"{uri}: {what}: {_refusal(exc)}") from exc
     except NoCredentialsError as exc:
         raise StorageError(f"{uri}: {NO_CREDENTIALS}") from exc
-    except BotoCoreError as exc:
-        raise StorageError(f"{uri}: {what}: cannot reach S3 ({exc})") from exc
+    except (ClientError, BotoCoreError) as exc:
+        if is_transient(exc):  # 5xx, throttling, a timeout: no verdict; the run's own clients retry it
+            log.warning("%s: %s not checked (%s); the run goes on and retries", uri, what, one_line(exc))
+            return
+        reason = _refusal(exc) if isinstance(exc, ClientError) else f"cannot reach S3 ({one_line(exc)})"
+        raise StorageError(f"{uri}: {what}: {reason}") from exc
 
 
 def _refusal(exc) -> str:
@@ -129,3 +139,7 @@ def _refusal(exc) -> str:
     if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"):
         return f"the AWS credentials were refused ({code})"
     return f"{code}: {message}" if message else code or "refused"
+
+
+def one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]

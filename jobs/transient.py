@@ -24,7 +24,8 @@ PERMANENT = (
 # (a wrong retry costs time; a wrong give-up fails the run).
 TRANSIENT = (
     "timed out", "timeout", "connection reset", "connection refused", "connection closed", "broken pipe",
-    "slowdown", "slow down", "throttl", "too many requests", "service unavailable", "bad gateway",
+    "slowdown", "slow down", "throttl", "too many requests", "service unavailable", "serviceunavailable",
+    "bad gateway", "connection was closed", "requesttimeout",
     "internal server error", "internalerror", "temporarily", "try again",
 )
 # Permanent by type, whatever the message (pyarrow maps errno to these subclasses).
@@ -40,7 +41,17 @@ def is_transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, PERMANENT_TYPES) or any(t.__name__ in PERMANENT_TYPE_NAMES for t in type(exc).__mro__):
         return False
+    status = _http_status(exc)
+    if status is not None:  # botocore's ClientError: the server's answer says it
+        return status >= 500 or status in (408, 429)
     text = str(exc).lower().replace("_", " ")  # pyarrow spells codes ACCESS_DENIED, NO_SUCH_BUCKET
     if any(fragment in text for fragment in TRANSIENT):
         return True
     return not any(fragment in text for fragment in PERMANENT)
+
+
+def _http_status(exc: BaseException) -> int | None:
+    """The HTTP status of a botocore ClientError (its ``response``), else None."""
+    response = getattr(exc, "response", None)
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode") if isinstance(response, dict) else None
+    return status if isinstance(status, int) else None

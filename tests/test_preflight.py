@@ -48,6 +48,32 @@ def test_errors_no_retry_changes_fail_at_once(exc):
     assert not is_transient(exc)
 
 
+def client_error(status: int, code: str):
+    from botocore.exceptions import ClientError
+
+    return ClientError({"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}},
+                       "ListObjectsV2")
+
+
+def test_s3_answers_by_their_status():
+    assert is_transient(client_error(503, "SlowDown")) and is_transient(client_error(500, "InternalError"))
+    assert is_transient(client_error(429, "TooManyRequests"))
+    assert not is_transient(client_error(404, "NoSuchBucket")) and not is_transient(client_error(403, "AccessDenied"))
+
+
+def test_a_transient_s3_answer_skips_the_check_rather_than_failing_the_run(monkeypatch):
+    from jobs import preflight
+
+    class Busy:
+        def list_objects_v2(self, **_kw):
+            raise client_error(503, "SlowDown")
+
+    preflight.check_output("s3://busy/labels", Busy())  # a warning, no verdict
+    with pytest.raises(preflight.StorageError, match="access denied"):
+        preflight.check_output("s3://busy/labels", type("Refusing", (), {
+            "list_objects_v2": lambda self, **_kw: (_ for _ in ()).throw(client_error(403, "AccessDenied"))})())
+
+
 def test_botocore_missing_credentials_is_not_retried():
     from botocore.exceptions import NoCredentialsError
 
