@@ -141,19 +141,22 @@ class LabelTable:
         return missing
 
     def ensure_created(self, schema: pa.Schema) -> None:
+        """Create the table unless it exists; what can pass (a reset, a 503) is retried like a read."""
         from deltalake import DeltaTable
         from deltalake.exceptions import DeltaError
 
-        if self.exists():
-            return
-        try:
-            DeltaTable.create(self.uri, with_flat_columns(schema), mode="ignore", name="stam_labels",
-                              description="STAM video labels: one current row per (video_uri, segment_index)",
-                              configuration={"delta.checkpointInterval": str(CHECKPOINT_INTERVAL)},
-                              storage_options=self.storage_options)
-        except (DeltaError, OSError) as exc:
-            if not self.exists():  # a concurrent run creating it first is fine
-                raise StorageError(f"{self.uri}: cannot create the label table ({_short(exc)})") from exc
+        def create() -> None:
+            try:  # mode="ignore": a try whose answer was lost, or a concurrent run, made it already
+                DeltaTable.create(self.uri, with_flat_columns(schema), mode="ignore", name="stam_labels",
+                                  description="STAM video labels: one current row per (video_uri, segment_index)",
+                                  configuration={"delta.checkpointInterval": str(CHECKPOINT_INTERVAL)},
+                                  storage_options=self.storage_options)
+            except (DeltaError, OSError):
+                if not self._exists():  # a concurrent run creating it first is fine
+                    raise
+
+        if not self.exists():
+            self._read(create, "create the label table")
 
     # ---- committing ------------------------------------------------------------------
     def commit(self, rows: pa.Table, *, run_id: str, seq: int) -> CommitResult:
