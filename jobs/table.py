@@ -19,7 +19,8 @@ back and skips a commit that already landed, so a retry after a lost response ad
 concurrent commit that wrote one of the batch's videos is a conflict (the predicate names them),
 retried on a fresh snapshot; storage errors that can pass (timeouts, 5xx, throttling) are retried
 with backoff for a bounded time, the others (not found, not a folder, access denied, no
-credentials) fail at once (``jobs.transient.is_transient``, for reads too).
+credentials) fail at once (``jobs.transient.is_transient``, for reads too; a commit gets one
+more try on a fresh snapshot, as its snapshot's files may have been vacuumed meanwhile).
 Checkpoints every CHECKPOINT_INTERVAL versions keep opening the table cheap (``optimize``
 removes expired log files).
 
@@ -184,7 +185,7 @@ class LabelTable:
         )
 
         deadline = time.monotonic() + self.commit_timeout_s
-        delay, tries = 0.5, 0
+        delay, tries, refused = 0.5, 0, False
         while True:
             tries += 1
             try:
@@ -201,8 +202,12 @@ class LabelTable:
             except CommitFailedError as exc:
                 reason, wait = f"conflict with a concurrent commit ({_short(exc)})", random.uniform(0.05, 0.5)
             except (DeltaError, OSError) as exc:
-                if not is_transient(exc):
+                # One more try on a fresh snapshot even for what looks permanent: a data file of a
+                # stale snapshot vacuumed meanwhile (`optimize --retention-hours 0`) is "not found"
+                # once and gone from the next snapshot. A second such answer is the verdict.
+                if not is_transient(exc) and refused:
                     raise CommitError(f"{self.uri}: commit {seq} of run {run_id} failed: {_cause(exc)}") from exc
+                refused = refused or not is_transient(exc)
                 reason, wait = _short(exc), delay
                 delay = min(delay * 2, 30.0)
             if time.monotonic() + wait > deadline:
