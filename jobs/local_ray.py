@@ -7,6 +7,11 @@ own process group, and asks the kernel to send that process SIGTERM when the dri
 (``PR_SET_PDEATHSIG``, Linux). On SIGTERM, ``ray start --block`` drains the node and stops
 every process it started, agents included. On a normal exit the driver stops it the same way.
 
+The head runs under a small guard (jobs/ray_head_guard.py), the leader of its process group:
+when ``ray start`` itself dies abruptly (SIGKILL, the OOM killer) its GCS and raylet go with
+it but the agents did not (measured: reparented to init, for good); the guard kills what is
+left in the group once the head has exited.
+
 The head inherits the driver's environment, so its workers see what a ``ray.init()`` local
 Ray's workers see (the driver's S3 settings and credentials; nothing is written to disk).
 """
@@ -26,9 +31,10 @@ import time
 from pathlib import Path
 
 from jobs.errors import JobError
+from jobs.ray_head_guard import STOP_TIMEOUT_S as GUARD_STOP_TIMEOUT_S
 
 START_TIMEOUT_S = 120.0  # a loaded 2-core machine took ~10 s
-STOP_TIMEOUT_S = 20.0  # then the head's process group is killed
+STOP_TIMEOUT_S = GUARD_STOP_TIMEOUT_S + 5.0  # the guard's own sweep first; then the head's process group is killed
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # On SIGTERM `ray start --block` first drains the node for up to 30 s, waiting for work that
 # should move elsewhere (Ray Data's detached actors kept it waiting the whole 30 s); a head of
@@ -57,7 +63,10 @@ class LocalRayHead:
         ray = str(Path(sys.executable).parent / "ray")
         if not Path(ray).exists():
             ray = shutil.which("ray") or "ray"
-        cmd = [ray, "start", "--head", "--block", f"--port={self.port}", "--node-ip-address=127.0.0.1",
+        # The guard by its file (it imports only the standard library): the driver may have found
+        # this package through sys.path alone, which a child does not inherit.
+        cmd = [sys.executable, str(Path(__file__).with_name("ray_head_guard.py")),
+               ray, "start", "--head", "--block", f"--port={self.port}", "--node-ip-address=127.0.0.1",
                "--include-dashboard=false", "--disable-usage-stats"]
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -74,7 +83,8 @@ class LocalRayHead:
         return self
 
     def stop(self) -> None:
-        """SIGTERM to the head (it stops all its processes), SIGKILL to its group if it hangs."""
+        """SIGTERM to the head's guard (the head stops all its processes, the guard sweeps the rest),
+        SIGKILL to its group if it hangs."""
         proc, self.proc = self.proc, None
         if proc is None:
             return

@@ -7,7 +7,8 @@ Delta readers ignore ``_``-prefixed paths, so none of this shows up as rows.
 
 A record says what a run was asked to do and how it ended: status ``running``, then
 ``completed``, ``interrupted`` (SIGINT/SIGTERM), ``failed`` (with the reason) or ``killed``
-(its heartbeat stopped: the next run on the same OUTPUT marks it so). A run that starts while
+(its heartbeat stopped, or its process on this host is gone: the next run on the same OUTPUT
+marks it so). A run that starts while
 another live run writes the same OUTPUT warns and names it (overlapping cron runs are safe:
 commits are serialised by the table, but they double the work).
 """
@@ -37,6 +38,7 @@ log = logging.getLogger("stam_label")
 
 RUN_STALE_AFTER_S = 300  # a run whose heartbeat is older than this is dead
 TEMP_FILE_MAX_AGE_S = 3600  # a temp file this old belongs to no live write
+BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 
 
 def new_run_id() -> str:
@@ -103,17 +105,59 @@ def _age_s(iso: str | None) -> float:
         return float("inf")
 
 
+def boot_id() -> str | None:
+    """This boot of this machine (Linux); with the pid it names one process: a pid is reused after a reboot."""
+    try:
+        with open(BOOT_ID_PATH) as f:
+            return f.read().strip() or None
+    except OSError:  # not Linux, or /proc hidden: the pid alone decides
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    try:  # a killed driver whose parent has not reaped it yet is a zombie: gone, for our purpose
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except (OSError, IndexError):  # no /proc: os.kill's answer stands
+        return True
+
+
+def _gone_from_this_host(record: dict) -> str | None:
+    """Why the record's driver is certainly dead (it ran on this host and its process is gone), else None.
+
+    A killed driver's heartbeat stays fresh for up to RUN_STALE_AFTER_S; on its own host we need not wait.
+    """
+    pid = record.get("pid")
+    if record.get("host") != platform.node() or not isinstance(pid, int):
+        return None
+    recorded, now = record.get("boot_id"), boot_id()
+    if recorded and now and recorded != now:
+        return "this host has rebooted since"
+    if not _pid_alive(pid):
+        return f"its process {pid} on this host is gone"
+    return None
+
+
 def reap_dead_runs(table: LabelTable, own_run_id: str, stale_after_s: float = RUN_STALE_AFTER_S) -> list[str]:
-    """Mark runs whose heartbeat stopped as ``killed``; warn about live ones. Returns live run ids."""
+    """Mark runs whose driver is dead as ``killed``: on this host, its process is gone; elsewhere,
+    its heartbeat stopped. Warn about live ones. Returns live run ids."""
     live = []
     for record in read_run_records(table):
         run_id = record.get("run_id")
         if record.get("status") != "running" or run_id == own_run_id:
             continue
         age = _age_s(record.get("heartbeat_at") or record.get("started_at"))
-        if age > stale_after_s:
+        gone = _gone_from_this_host(record)
+        if gone or age > stale_after_s:
+            why = f"{gone} (the driver died)" if gone else f"no heartbeat for {age:.0f} s (the driver died)"
             record.update(status="killed", finished_at=now_iso(),
-                          reason=f"no heartbeat for {age:.0f} s (the driver died); the next run labels what it missed")
+                          reason=f"{why}; the next run labels what it missed")
             write_run_record(table, run_id, record)
             log.warning("run %s on %s stopped without finishing; marked killed", run_id, table.uri)
         else:
@@ -255,7 +299,7 @@ def run_record(settings: dict, run_id: str, *, model_name: str, weights_sha256: 
         "model": model_name, "weights_sha256": weights_sha256, "num_frames": num_frames, "mode": mode,
         "versions": {"python": platform.python_version(), "torch": _version("torch"), "ray": ray.__version__,
                      "pyarrow": pa.__version__},
-        "host": platform.node(), "pid": os.getpid(),
+        "host": platform.node(), "pid": os.getpid(), "boot_id": boot_id(),
     }
 
 

@@ -17,7 +17,10 @@ relabel in URI order copies each row about once. Each commit records a Delta app
 (app id = run id, version = the run's commit sequence); before every try the committer reads it
 back and skips a commit that already landed, so a retry after a lost response adds nothing. A
 concurrent commit that wrote one of the batch's videos is a conflict (the predicate names them),
-retried on a fresh snapshot; storage errors are retried with backoff for a bounded time.
+retried on a fresh snapshot; storage errors that can pass (timeouts, 5xx, throttling) are retried
+with backoff for a bounded time, the others (not found, not a folder, access denied, no
+credentials) fail at once (``jobs.transient.is_transient``, for reads too; a commit gets one
+more try on a fresh snapshot, as its snapshot's files may have been vacuumed meanwhile).
 Checkpoints every CHECKPOINT_INTERVAL versions keep opening the table cheap (``optimize``
 removes expired log files).
 
@@ -26,9 +29,12 @@ made the process abort at exit in tests here (delta-rs #2184, apache/arrow #3431
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import random
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -41,6 +47,7 @@ import pyarrow.fs as pafs
 from jobs.config import JobConfig
 from jobs.schema import HUMAN_COLUMNS, keep_human_columns, plain_schema, with_flat_columns
 from jobs.storage import StorageError, delta_storage_options, fs_path, is_s3, put_bytes, resolve
+from jobs.transient import is_transient
 
 log = logging.getLogger("stam_label")
 
@@ -70,6 +77,7 @@ class LabelTable:
         self.uri = output_uri.rstrip("/") if is_s3(output_uri) else self.root
         self.storage_options = delta_storage_options(self.uri)
         self.commit_timeout_s = commit_timeout_s
+        self._is_local = isinstance(self.fs, pafs.LocalFileSystem)
 
     # ---- layout ----------------------------------------------------------------------
     def exists(self) -> bool:
@@ -90,6 +98,8 @@ class LabelTable:
             except TableNotFoundError:
                 raise
             except (DeltaError, OSError) as exc:
+                if not is_transient(exc):  # not found, not a folder, refused: no retry changes it
+                    raise StorageError(f"{self.uri}: cannot {what} ({_cause(exc)})") from exc
                 if time.monotonic() + delay > deadline:
                     raise StorageError(f"{self.uri}: cannot {what} ({_short(exc)})") from exc
                 log.warning("%s: cannot %s (%s); retrying in %.1f s", self.uri, what, _short(exc), delay)
@@ -110,26 +120,44 @@ class LabelTable:
     def check_writable(self) -> None:
         """Fail before any work when OUTPUT cannot be written (bad bucket, no permission)."""
         probe = f"{self.root}/_runs/.probe-{secrets.token_hex(4)}"
+        made = self._missing_folders(f"{self.root}/_runs")  # deepest first
         try:
             put_bytes(self.fs, probe, b"")
             self.fs.delete_file(probe)
         except OSError as exc:
             raise StorageError(f"{self.uri}: output is not writable ({str(exc).splitlines()[0]})") from exc
+        finally:
+            # The folders the probe made go again: a run that fails before its record (bad weights)
+            # leaves no OUTPUT behind; the run record's write makes them when the run starts.
+            for folder in made:
+                with contextlib.suppress(OSError):  # not empty: another run wrote there meanwhile
+                    os.rmdir(folder)
+
+    def _missing_folders(self, path: str) -> list[str]:
+        """``path`` and its ancestors that do not exist yet (local OUTPUT only), deepest first."""
+        missing = []
+        while self._is_local and not os.path.exists(path) and path != os.path.dirname(path):
+            missing.append(path)
+            path = os.path.dirname(path)
+        return missing
 
     def ensure_created(self, schema: pa.Schema) -> None:
+        """Create the table unless it exists; what can pass (a reset, a 503) is retried like a read."""
         from deltalake import DeltaTable
         from deltalake.exceptions import DeltaError
 
-        if self.exists():
-            return
-        try:
-            DeltaTable.create(self.uri, with_flat_columns(schema), mode="ignore", name="stam_labels",
-                              description="STAM video labels: one current row per (video_uri, segment_index)",
-                              configuration={"delta.checkpointInterval": str(CHECKPOINT_INTERVAL)},
-                              storage_options=self.storage_options)
-        except (DeltaError, OSError) as exc:
-            if not self.exists():  # a concurrent run creating it first is fine
-                raise StorageError(f"{self.uri}: cannot create the label table ({_short(exc)})") from exc
+        def create() -> None:
+            try:  # mode="ignore": a try whose answer was lost, or a concurrent run, made it already
+                DeltaTable.create(self.uri, with_flat_columns(schema), mode="ignore", name="stam_labels",
+                                  description="STAM video labels: one current row per (video_uri, segment_index)",
+                                  configuration={"delta.checkpointInterval": str(CHECKPOINT_INTERVAL)},
+                                  storage_options=self.storage_options)
+            except (DeltaError, OSError):
+                if not self._exists():  # a concurrent run creating it first is fine
+                    raise
+
+        if not self.exists():
+            self._read(create, "create the label table")
 
     # ---- committing ------------------------------------------------------------------
     def commit(self, rows: pa.Table, *, run_id: str, seq: int) -> CommitResult:
@@ -157,7 +185,7 @@ class LabelTable:
         )
 
         deadline = time.monotonic() + self.commit_timeout_s
-        delay, tries = 0.5, 0
+        delay, tries, refused = 0.5, 0, False
         while True:
             tries += 1
             try:
@@ -174,6 +202,12 @@ class LabelTable:
             except CommitFailedError as exc:
                 reason, wait = f"conflict with a concurrent commit ({_short(exc)})", random.uniform(0.05, 0.5)
             except (DeltaError, OSError) as exc:
+                # One more try on a fresh snapshot even for what looks permanent: a data file of a
+                # stale snapshot vacuumed meanwhile (`optimize --retention-hours 0`) is "not found"
+                # once and gone from the next snapshot. A second such answer is the verdict.
+                if not is_transient(exc) and refused:
+                    raise CommitError(f"{self.uri}: commit {seq} of run {run_id} failed: {_cause(exc)}") from exc
+                refused = refused or not is_transient(exc)
                 reason, wait = _short(exc), delay
                 delay = min(delay * 2, 30.0)
             if time.monotonic() + wait > deadline:
@@ -311,6 +345,18 @@ def _last_per_key(rows: pa.Table) -> pa.Table:
 
 def _sql_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+def _cause(exc: BaseException) -> str:
+    """The innermost line of a delta-rs error chain (``... Not a directory (os error 20)``): the reason,
+    where the first line is only the layer (``Generic LocalFileSystem error``)."""
+    lines = [line.strip().lstrip("\u21b3").strip() for line in _plain(str(exc)).splitlines() if line.strip()]
+    return (lines[-1] if lines else type(exc).__name__)[:300]
+
+
+def _plain(text: str) -> str:
+    """Without the terminal colour codes delta-rs puts in its error chains."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
 
 
 def _short(exc: BaseException) -> str:

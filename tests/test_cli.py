@@ -54,6 +54,7 @@ def fake_job(monkeypatch):
     """run_job records the JobConfig's fields and returns (or raises) what the test sets;
     ``calls["override"]`` changes fields of the JobConfig the command goes on with."""
     import jobs.pipeline
+    import jobs.preflight
     from jobs.config import JobConfig
 
     calls = {"result": summary(), "override": {}}
@@ -71,6 +72,7 @@ def fake_job(monkeypatch):
 
     monkeypatch.setattr(cli_run, "JobConfig", fake_config)
     monkeypatch.setattr(jobs.pipeline, "run_job", fake_run_job)
+    monkeypatch.setattr(jobs.preflight, "check", lambda *a, **kw: None)  # "in" and "out" need not exist
     return calls
 
 

@@ -162,6 +162,34 @@ def test_a_killed_driver_of_a_local_run_leaves_no_ray_process(tmp_path, tiny_wei
         cli.kill()
 
 
+@pytest.mark.slow
+def test_the_local_heads_agents_do_not_outlive_a_killed_ray_start(monkeypatch):
+    """`ray start` of the job's own head killed with SIGKILL (the OOM killer): its GCS and raylet
+    die with it, and Ray's DashboardAgent and RuntimeEnvAgent, which outlived it without the
+    guard (jobs/ray_head_guard.py), are gone soon after too."""
+    from jobs.local_ray import LocalRayHead
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # no token of this test's making in os.environ
+    head, tree = LocalRayHead().start(), {}
+    try:
+        def agents_up():
+            tree = {head.proc.pid: _cmdline(head.proc.pid), **descendants(head.proc.pid)}
+            return tree if sum("Agent" in cmd for cmd in tree.values()) >= 2 else None
+
+        tree = wait_for(agents_up, 120, "the head's DashboardAgent and RuntimeEnvAgent")
+        (ray_start,) = [pid for pid, cmd in tree.items() if " start --head" in cmd and "ray_head_guard" not in cmd]
+        os.kill(ray_start, signal.SIGKILL)
+        tree.pop(ray_start)  # the test's own child without the guard: a zombie until head.stop()
+        try:
+            wait_for(lambda: not alive(tree), 30, "the head's processes to exit")
+        except AssertionError:
+            raise AssertionError(f"still running: {alive(tree)}") from None
+    finally:  # what is left (orphans are no descendants any more: the tree seen before)
+        for pid in alive({**tree, **descendants(head.proc.pid)}):
+            os.kill(pid, signal.SIGKILL)
+        head.stop()
+
+
 # ---- a lost node -----------------------------------------------------------------------------
 @pytest.fixture
 def two_nodes(tmp_path):

@@ -668,6 +668,7 @@ def s3_calls_of_a_run(local_s3):
 
     import pyarrow as pa
 
+    from jobs import preflight
     from jobs.runs import read_run_records, write_run_record
     from jobs.schema import output_schema
     from jobs.storage import resolve
@@ -690,6 +691,7 @@ def s3_calls_of_a_run(local_s3):
         fs, path = resolve(f"{input_uri}2026/b.mkv")  # what a decode worker reads
         with fs.open_input_file(path) as f:
             assert f.read(16)
+        preflight.check(input_uri, output_uri)  # what `run` asks before anything else
         table = LabelTable(output_uri)
         table.is_legacy()
         table.check_writable()

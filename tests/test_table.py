@@ -146,8 +146,8 @@ def test_legacy_layout_is_detected(tmp_path):
 
 def test_only_old_temp_files_are_removed(tmp_path):
     table = LabelTable(str(tmp_path / "out"))
-    table.check_writable()
     runs = tmp_path / "out" / "_runs"
+    runs.mkdir(parents=True)
     old, fresh = runs / ".r1.json.dead.tmp", runs / ".r2.json.live.tmp"
     old.write_bytes(b"x")
     fresh.write_bytes(b"x")
@@ -184,6 +184,68 @@ def test_run_records_heartbeat_and_dead_runs(tmp_path):
     live.finish("completed", counts={"ok": 1})
     saved = json.loads((tmp_path / "out" / "_runs" / "live.json").read_text())
     assert saved["status"] == "completed" and saved["counts"] == {"ok": 1}
+
+
+def test_a_run_whose_process_on_this_host_is_gone_is_killed_at_once(tmp_path, monkeypatch):
+    """A fresh heartbeat does not keep a run alive when its driver on this host is gone (or the host rebooted)."""
+    import platform
+    import subprocess
+    import sys
+
+    from jobs import runs
+
+    table = LabelTable(str(tmp_path / "out"))
+    fresh = dt.datetime.now(dt.timezone.utc).isoformat()
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # a pid that was this host's and is gone now
+    here = {"status": "running", "heartbeat_at": fresh, "host": platform.node(), "boot_id": runs.boot_id()}
+    write_run_record(table, "gone", dict(here, run_id="gone", pid=child.pid))
+    write_run_record(table, "alive", dict(here, run_id="alive", pid=os.getpid()))
+    write_run_record(table, "rebooted", dict(here, run_id="rebooted", pid=os.getpid(), boot_id="an-earlier-boot"))
+    write_run_record(table, "elsewhere", dict(here, run_id="elsewhere", pid=child.pid, host="another-host"))
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    os.waitid(os.P_PID, zombie.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped: its pid still answers
+    write_run_record(table, "zombie", dict(here, run_id="zombie", pid=zombie.pid))
+    if runs.boot_id() is None:  # no /proc here: the reboot case cannot be told
+        monkeypatch.setattr(runs, "boot_id", lambda: "this-boot")
+    assert sorted(reap_dead_runs(table, own_run_id="me")) == ["alive", "elsewhere"]
+    records = {r["run_id"]: r for r in read_run_records(table)}
+    assert records["gone"]["status"] == "killed" and f"process {child.pid}" in records["gone"]["reason"]
+    assert records["rebooted"]["status"] == "killed" and "rebooted" in records["rebooted"]["reason"]
+    assert records["zombie"]["status"] == "killed"
+    assert records["alive"]["status"] == records["elsewhere"]["status"] == "running"
+    zombie.wait()
+
+
+def test_errors_no_retry_changes_fail_at_once(tmp_path, monkeypatch):
+    """Reads and commits retry what can pass (jobs.transient), not a file where the table should be
+    (was 7 retries over 110 s) or a refused permission."""
+    from jobs.storage import StorageError
+    from jobs.table import CommitError
+
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    started = time.monotonic()
+    with pytest.raises(StorageError, match="Not a directory"):
+        LabelTable(str(afile)).exists()
+    table = LabelTable(str(tmp_path / "out"), commit_timeout_s=300)
+
+    def refused(*_args, **_kw):
+        raise OSError("When reading information for key '_delta_log' in bucket 'b': AWS Error ACCESS_DENIED")
+
+    monkeypatch.setattr(table, "_snapshot", refused)
+    with pytest.raises(CommitError, match="ACCESS_DENIED"):
+        table.commit(rows("r1", ("a.mp4", "ok", None, "v1")), run_id="r1", seq=1)
+    assert time.monotonic() - started < 5
+
+
+def test_the_write_probe_leaves_no_folder_it_made(tmp_path):
+    """check_writable runs before the weights are read: a run that then fails leaves no OUTPUT."""
+    LabelTable(str(tmp_path / "a" / "b" / "out")).check_writable()
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "kept" / "_runs").mkdir(parents=True)
+    LabelTable(str(tmp_path / "kept")).check_writable()
+    assert list((tmp_path / "kept" / "_runs").iterdir()) == []  # the probe file goes, the folders stay
 
 
 def test_videos_count_once_their_commit_succeeds(tmp_path):

@@ -35,9 +35,13 @@ def run_command(input_uri: str, output_uri: str, **opts) -> None:
     (.txt one URI per line; .csv/.parquet with a video_uri column). OUTPUT is a local folder
     or an s3:// prefix. Videos already labelled with the same weights are skipped.
     """
-    from jobs.pipeline import run_job  # Ray and torch: not for --help
+    from jobs import preflight
 
     config = job_config(input_uri, output_uri, **opts)
+    # INPUT and OUTPUT first, in well under a second: before Ray starts and before OUTPUT is made.
+    preflight.check(config.input_uri, config.output_uri, dry_run=config.dry_run)
+    from jobs.pipeline import run_job  # Ray and torch: not for --help
+
     summary = run_job(config)
     if opts.get("dry_run"):
         print_plan(summary)
