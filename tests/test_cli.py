@@ -148,7 +148,7 @@ def test_dry_run_prints_the_plan(fake_job):
     result = invoke("run", "in", "out", "--dry-run")
     assert result.exit_code == 0, result.output
     assert fake_job["config"]["dry_run"] is True
-    assert "dry run: 3 videos listed, 3 already labelled, 12 to label (about 0.25 CPU-hours" in result.stdout
+    assert "dry run: 3 videos listed, 3 already labelled, 12 to label (about 15 CPU-minutes" in result.stdout
     assert "  s3://a/1.mp4\n  ... and 11 more" in result.stdout
 
 
@@ -449,3 +449,33 @@ def test_jobs_and_stam_core_name_no_private_ray_module():
                  for n, line in enumerate(path.read_text().splitlines(), 1)
                  if "ray._private" in line or "_internal" in line and "ray" in line]
     assert not offenders, offenders
+
+
+def test_counts_of_one_are_singular(fake_job):
+    fake_job["result"] = summary(ok=0, error=1, skipped=0, commits=1)
+    result = invoke("run", "in", "out", "--max-error-rate", "1")
+    assert "(1 of 1 labelled video)" in result.stdout
+    assert "(1 commit)" in result.stdout
+
+
+@pytest.mark.parametrize("hours, text", [(0.0, "0 CPU-seconds"), (40 / 3600, "40 CPU-seconds"),
+                                         (0.25, "15 CPU-minutes"), (3.46, "3.5 CPU-hours")])
+def test_cpu_time_wording(hours, text):
+    from jobs.text import cpu_time, plural
+
+    assert cpu_time(hours) == text
+    assert (plural(1, "window"), plural(2, "window"), plural(0, "class", "classes")) == ("1 window", "2 windows",
+                                                                                          "0 classes")
+
+
+def test_dry_run_of_a_few_videos_is_not_zero_hours(fake_job):
+    fake_job["result"] = summary(ok=0, error=0, skipped=0, dry_run=True, total=1, first_uris=["a.mp4"],
+                                 estimated_decode_cpu_h=1 / 3600)
+    assert "0 videos listed, 0 already labelled, 1 to label (about 1 CPU-second of decoding)" in invoke(
+        "run", "in", "out", "--dry-run").stdout
+
+
+def test_option_help_explains_defaults_and_old_names():
+    text = " ".join(invoke("run", "--help").stdout.split())
+    assert "8192x4320 = 35389440" in text
+    assert "--rows-per-file is its old name" in text

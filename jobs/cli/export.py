@@ -8,6 +8,7 @@ from __future__ import annotations
 import click
 
 from jobs.storage import StorageError
+from jobs.text import plural
 from jobs.tools.export import STDOUT, ExportError, UnknownColumnError, export_format, export_labels
 
 
@@ -41,5 +42,5 @@ def export_command(output_uri: str, dest: str, min_score: float | None, status: 
         raise click.BadParameter(str(exc), param_hint="--columns") from None
     except (ExportError, StorageError) as exc:
         raise click.ClickException(str(exc)) from None
-    message = f"wrote {result.rows} rows to {result.dest} (columns: {', '.join(result.columns)})"
+    message = f"wrote {plural(result.rows, 'row')} to {result.dest} (columns: {', '.join(result.columns)})"
     click.echo(message, err=dest == STDOUT)  # with DEST -, stdout holds the export alone

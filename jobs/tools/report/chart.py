@@ -4,6 +4,7 @@ from __future__ import annotations
 import collections
 import io
 
+from jobs.text import plural
 from stam_core.storage import write_atomic
 
 CHART_LABELS = 30  # bars in the chart; the rest are summed in a note
@@ -25,7 +26,7 @@ def label_figure(labels: collections.Counter, top: int = CHART_LABELS):
     fig = Figure(figsize=(10, 1.6 + 0.32 * max(1, len(items))), dpi=CHART_DPI)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    ax.set_title(f"Top-1 label frequencies ({total} labelled videos, {len(labels)} labels)")
+    ax.set_title(f"Top-1 label frequencies ({plural(total, 'labelled video')}, {plural(len(labels), 'label')})")
     ax.set_xlabel("videos (top-1 label)")
     ax.set_ylabel("label")
     if items:
