@@ -478,4 +478,4 @@ def test_dry_run_of_a_few_videos_is_not_zero_hours(fake_job):
 def test_option_help_explains_defaults_and_old_names():
     text = " ".join(invoke("run", "--help").stdout.split())
     assert "8192x4320 = 35389440" in text
-    assert "--rows-per-file is its old name" in text
+    assert "is its old name, kept so existing scripts still work" in text
