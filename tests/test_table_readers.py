@@ -1,0 +1,39 @@
+"""A label table made by the job reads with plain tools, file by file; export's usage errors.
+
+The README promises that every data file reads whole with pyarrow + pandas (list columns
+included: a `string_view` in the files' Arrow schema used to break that) and with DuckDB's
+read_parquet.
+"""
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from jobs.cli import main
+
+
+def _data_files(table_dir):
+    files = sorted(p for p in table_dir.rglob("*.parquet") if "_delta_log" not in p.parts)
+    assert files, f"no data files under {table_dir}"
+    return files
+
+
+def test_every_data_file_reads_with_pyarrow_and_pandas(windowed_labels):
+    for path in _data_files(windowed_labels):
+        df = pq.read_table(path).to_pandas()
+        assert len(df) and isinstance(list(df["labels"].dropna().iloc[0]), list)
+
+
+def test_every_data_file_reads_with_duckdb(windowed_labels):
+    duckdb = pytest.importorskip("duckdb")
+    for path in _data_files(windowed_labels):
+        rows = duckdb.sql(f"SELECT labels, frame_indices FROM read_parquet('{path}')").fetchall()
+        assert rows and any(isinstance(labels, list) for labels, _ in rows)
+
+
+def test_export_unknown_column_is_a_usage_error(windowed_labels, tmp_path):
+    result = CliRunner().invoke(main, ["export", str(windowed_labels), str(tmp_path / "x.csv"),
+                                       "--columns", "video_uri,nope"])
+    assert result.exit_code == 2, result.output
+    assert "'nope'" in result.output and "--columns" in result.output and "video_uri" in result.output
