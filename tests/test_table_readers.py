@@ -14,7 +14,10 @@ from jobs.cli import main
 
 
 def _data_files(table_dir):
-    files = sorted(p for p in table_dir.rglob("*.parquet") if "_delta_log" not in p.parts)
+    from deltalake import DeltaTable
+
+    # The current version's files, as the Delta log lists them (the folder holds run plans too).
+    files = [uri.removeprefix("file://") for uri in DeltaTable(str(table_dir)).file_uris()]
     assert files, f"no data files under {table_dir}"
     return files
 
