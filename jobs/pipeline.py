@@ -57,7 +57,8 @@ __all__ = ["JobConfig", "JobError", "RunSummary", "run_job"]
 
 def run_job(config: JobConfig) -> RunSummary:
     """Plan, label and commit; raises JobError (cannot start), JobFailed, JobInterrupted."""
-    from stam_core.model import read_checkpoint_info
+    # Without torch when the file allows: the driver's memory does not carry torch for the run.
+    from stam_core.checkpoint_header import read_info
 
     started = time.time()
     run_id = new_run_id()
@@ -73,7 +74,7 @@ def run_job(config: JobConfig) -> RunSummary:
     except StorageError as exc:
         raise JobError(str(exc)) from exc
     try:
-        info = read_checkpoint_info(config.weights, sha256=config.weights_sha256)
+        info = read_info(config.weights, sha256=config.weights_sha256)
     except (CheckpointError, OSError, ValueError) as exc:
         raise JobError(f"weights {redact_url(config.weights)!r}: {redact_url(str(exc))}") from exc
     class_names = _class_names(config.labels_file, info.num_classes)
