@@ -109,7 +109,8 @@ def run_job(config: JobConfig) -> RunSummary:
             if plan.total:
                 table.ensure_created(schema)
                 summary.execution_started_at = time.time()
-                with Progress(plan.total, interval_s=config.progress_interval_s) as progress:
+                with Progress(plan.total, interval_s=config.progress_interval_s, clock=time.time,
+                              started=started) as progress:  # the run's one wall time
                     committer = Committer(table, run_id=run_id, schema=schema, commit_every=config.commit_every,
                                           commit_interval_s=config.commit_interval_s, video_level=video_level,
                                           on_videos=progress.update)

@@ -7,6 +7,7 @@ import dataclasses
 import importlib.metadata
 import io
 import logging
+import os
 import subprocess
 import sys
 import warnings
@@ -157,6 +158,7 @@ def test_summary_shows_the_error_rate_and_exit_0(fake_job):
     result = invoke("run", "in", "out")
     assert result.exit_code == 0, result.output
     assert "3 ok, 1 error, 2 skipped (of 6 listed)" in result.stdout
+    assert "in 2s (2.0 s of wall time since the run started)" in result.stdout
     assert "error rate: 25.0% (1 of 4 labelled videos)" in result.stdout
     assert "output: /tmp/out (0 commits)" in result.stdout
 
@@ -368,7 +370,7 @@ def test_progress_interval_and_unknown_total():
     assert stream.getvalue() == "progress: done, 5 videos (5 ok, 0 error) in 2s, 2.5 videos/s\n"
 
     none_yet = Progress(10, interval_s=3600, stream=Lines(), clock=clock)
-    assert none_yet.line() == "progress: 0/10 videos (0 ok, 0 error), 0.0 videos/s, ETA unknown"
+    assert none_yet.line() == "progress: 0/10 videos, starting workers, loading the model (0s into the run)"
     none_yet.close()
 
 
@@ -400,6 +402,50 @@ def test_progress_bar_in_a_terminal():
     text = stream.getvalue()
     assert "4/10" in text and "videos/s" in text and "ok=3" in text and "error=1" in text
     assert "progress:" not in text  # the bar, not the plain lines
+
+
+def test_progress_in_a_terminal_without_a_size_is_plain_lines(monkeypatch):
+    """A pty under `script` or a CI console: isatty, but no columns; tqdm would print nothing."""
+    import jobs.progress
+
+    class SizelessTty(Lines):
+        def isatty(self):
+            return True
+
+        def fileno(self):
+            return 99
+
+    monkeypatch.setattr(jobs.progress.os, "get_terminal_size", lambda fd: os.terminal_size((0, 0)))
+    clock, stream = Clock(), SizelessTty()
+    with Progress(2, interval_s=0.05, stream=stream, clock=clock) as progress:
+        assert stream.wait_for("starting workers") == \
+            "progress: 0/2 videos, starting workers, loading the model (0s into the run)"
+        clock.now += 4
+        progress.update(ok=2)
+    assert stream.getvalue().splitlines()[-1] == "progress: done, 2/2 videos (2 ok, 0 error) in 4s, 0.5 videos/s"
+
+
+def test_progress_elapsed_is_the_runs_wall_time():
+    """The final line's time counts from the run's start (as the summary does); the rate from labelling's."""
+    clock, stream = Clock(), Lines()
+    clock.now = 100.0
+    with Progress(10, interval_s=3600, stream=stream, clock=clock, started=70.0) as progress:
+        clock.now += 5
+        progress.update(ok=10)
+    assert stream.getvalue() == "progress: done, 10/10 videos (10 ok, 0 error) in 35s, 2.0 videos/s\n"
+
+
+def test_progress_bar_says_what_happens_before_the_first_video():
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Tty()
+    progress = Progress(10, interval_s=0.01, stream=stream)
+    assert "starting workers, loading the model" in stream.getvalue()
+    progress.update(ok=1)
+    progress.close()
+    assert "labelling" in stream.getvalue()
 
 
 def test_format_duration():

@@ -10,6 +10,7 @@ from jobs.cli.errors import Failure
 from jobs.cli.options import config_option, run_options
 from jobs.config import JobConfig
 from jobs.errors import EXIT_TOO_MANY_ERRORS
+from jobs.progress import format_duration
 from jobs.text import cpu_time, plural
 
 if TYPE_CHECKING:  # the run's modules load when it runs, not for --help
@@ -62,7 +63,8 @@ def print_summary(summary: RunSummary) -> None:
     rate = summary.processed / summary.elapsed_s if summary.elapsed_s else 0.0
     click.echo("")
     click.echo(f"run {summary.run_id}: {summary.ok} ok, {summary.error} error, {summary.skipped} skipped "
-               f"(of {summary.listed} listed) in {summary.elapsed_s:.1f} s, {rate:.2f} videos/s")
+               f"(of {summary.listed} listed) in {format_duration(summary.elapsed_s)} "
+               f"({summary.elapsed_s:.1f} s of wall time since the run started), {rate:.2f} videos/s")
     if summary.processed:
         click.echo(f"error rate: {summary.error_rate:.1%} ({summary.error} of {plural(summary.processed, 'labelled video')})")
     for kind, count in sorted(summary.error_kinds.items(), key=lambda kv: -kv[1])[:5]:
