@@ -107,10 +107,12 @@ class Progress:
         with self._lock:
             done, ok, error = self.done, self.ok, self.error
         of = f"{done}/{self.total}" if self.total is not None else f"{done}"
-        elapsed = format_duration(self._clock() - self._run_started)
+        seconds = self._clock() - self._run_started
+        elapsed = format_duration(seconds)
+        rate = done / seconds if seconds > 0 else 0.0  # over the same time as the summary's rate
         how = f"stopped, {of} videos ({ok} ok, {error} error) after {elapsed}" if stopped else \
             f"done, {of} videos ({ok} ok, {error} error) in {elapsed}"
-        return f"progress: {how}, {_rate(self.rate())} videos/s"
+        return f"progress: {how}, {_rate(rate)} videos/s"
 
     def _report_every_interval(self) -> None:
         while not self._stop.wait(self.interval_s):

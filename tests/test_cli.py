@@ -426,13 +426,13 @@ def test_progress_in_a_terminal_without_a_size_is_plain_lines(monkeypatch):
 
 
 def test_progress_elapsed_is_the_runs_wall_time():
-    """The final line's time counts from the run's start (as the summary does); the rate from labelling's."""
+    """The final line counts from the run's start, as the summary does."""
     clock, stream = Clock(), Lines()
     clock.now = 100.0
     with Progress(10, interval_s=3600, stream=stream, clock=clock, started=70.0) as progress:
         clock.now += 5
         progress.update(ok=10)
-    assert stream.getvalue() == "progress: done, 10/10 videos (10 ok, 0 error) in 35s, 2.0 videos/s\n"
+    assert stream.getvalue() == "progress: done, 10/10 videos (10 ok, 0 error) in 35s, 0.3 videos/s\n"
 
 
 def test_progress_bar_says_what_happens_before_the_first_video():
