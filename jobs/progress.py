@@ -98,7 +98,7 @@ class Progress:
         if done == 0:  # nothing to measure yet: say what is happening
             return f"progress: 0/{self.total if self.total is not None else '?'} videos, {STARTING} " \
                    f"({format_duration(self._clock() - self._run_started)} into the run)"
-        text = f"progress: {of} videos ({ok} ok, {error} error), {_rate(rate)} videos/s"
+        text = f"progress: {of} {_videos(self.total, done)} ({ok} ok, {error} error), {_rate(rate)} videos/s"
         if self.total is not None and done < self.total:
             text += f", ETA {format_duration((self.total - done) / rate)}" if rate > 0 else ", ETA unknown"
         return text
@@ -110,8 +110,9 @@ class Progress:
         seconds = self._clock() - self._run_started
         elapsed = format_duration(seconds)
         rate = done / seconds if seconds > 0 else 0.0  # over the same time as the summary's rate
-        how = f"stopped, {of} videos ({ok} ok, {error} error) after {elapsed}" if stopped else \
-            f"done, {of} videos ({ok} ok, {error} error) in {elapsed}"
+        videos = _videos(self.total, done)
+        how = f"stopped, {of} {videos} ({ok} ok, {error} error) after {elapsed}" if stopped else \
+            f"done, {of} {videos} ({ok} ok, {error} error) in {elapsed}"
         return f"progress: {how}, {_rate(rate)} videos/s"
 
     def _report_every_interval(self) -> None:
@@ -142,6 +143,11 @@ class Progress:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.close(stopped=exc_type is not None)
+
+
+def _videos(total: int | None, done: int) -> str:
+    """ "video" for a run of one (1/1 video), else "videos"."""
+    return "video" if (total if total is not None else done) == 1 else "videos"
 
 
 def _rate(rate: float) -> str:

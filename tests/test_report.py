@@ -273,7 +273,7 @@ def test_chart_has_labelled_axes_and_counts():
     fig = label_figure(counts, top=3)
     (ax,) = fig.axes
     assert ax.get_title() == "Top-1 label frequencies (10 labelled videos, 4 labels)"
-    assert ax.get_xlabel() == "videos (top-1 label); 1 more labels (1 videos) not drawn"
+    assert ax.get_xlabel() == "videos (top-1 label); 1 more label (1 video) not drawn"
     assert ax.get_ylabel() == "label"
     assert [t.get_text() for t in ax.get_yticklabels()] == ["abseiling", "archery", "zumba"]  # ties: first seen
     assert [p.get_width() for p in ax.patches] == [5, 3, 1]

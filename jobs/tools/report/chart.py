@@ -46,7 +46,7 @@ def label_figure(labels: collections.Counter, top: int = CHART_LABELS):
     rest = len(labels) - len(items)
     if rest > 0:
         others = total - sum(n for _, n in items)
-        ax.set_xlabel(f"videos (top-1 label); {rest} more labels ({others} videos) not drawn")
+        ax.set_xlabel(f"videos (top-1 label); {plural(rest, 'more label', 'more labels')} ({plural(others, 'video')}) not drawn")
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     fig.tight_layout()

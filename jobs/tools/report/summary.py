@@ -122,7 +122,7 @@ def format_summary(s: TableSummary, top: int = 15) -> str:
     if s.windows:
         lines.append("windows: " + ", ".join(f"{n} {k}" for k, n in s.windows.most_common()))
     if s.reviewed:
-        lines.append(f"reviewed: {s.reviewed} videos have a human label ({s.overridden} differ from the model's top-1)")
+        lines.append(f"reviewed: {plural(s.reviewed, 'video')} {'has' if s.reviewed == 1 else 'have'} a human label ({s.overridden} differ from the model's top-1)")
     labelled = sum(s.labels.values())
     if labelled:
         human = ", a human label where reviewed" if s.reviewed else ""
