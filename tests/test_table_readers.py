@@ -40,3 +40,23 @@ def test_export_unknown_column_is_a_usage_error(windowed_labels, tmp_path):
                                        "--columns", "video_uri,nope"])
     assert result.exit_code == 2, result.output
     assert "'nope'" in result.output and "--columns" in result.output and "video_uri" in result.output
+
+
+def test_readme_pandas_one_line_gives_every_column(windowed_labels):
+    import pandas as pd
+    from deltalake import DeltaTable
+
+    df = pd.concat(pq.read_table(f).to_pandas() for f in DeltaTable(str(windowed_labels)).file_uris())
+    assert set(DeltaTable(str(windowed_labels)).schema().to_arrow().names) <= set(df.columns)
+    assert len(df) == 4 and all(isinstance(list(v), list) for v in df["labels"])
+
+
+def test_duckdb_delta_scan(windowed_labels):
+    """The README's DuckDB route; the delta extension must be installed beforehand (network once)."""
+    duckdb = pytest.importorskip("duckdb")
+    try:
+        duckdb.sql("LOAD delta")
+    except duckdb.Error as exc:  # not installed here, and no network to autoload it
+        pytest.skip(f"DuckDB's delta extension is not installed: {str(exc).splitlines()[0]}")
+    count = duckdb.sql(f"SELECT count(*) FROM delta_scan('{windowed_labels}')").fetchall()[0][0]
+    assert count == 4
