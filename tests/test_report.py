@@ -189,7 +189,7 @@ def test_text_summary(labelled):
     result = CliRunner().invoke(inspect_command, [str(labelled)])
     assert result.exit_code == 0, result.output
     out = result.output
-    assert "3 videos, 3 rows, 1 runs" in out and "status: 2 ok, 1 error" in out
+    assert "3 videos, 3 rows, 1 run" in out and "status: 2 ok, 1 error" in out
     assert "error kinds:" in out and "1  format_error: e.g." in out and "broken <b>.mp4" in out
     for name in ("a.mp4", "magenta.mp4"):
         assert re.search(rf"^\s+\d+\s+{re.escape(rows[name]['labels'][0])}$", out, re.M), out
