@@ -19,7 +19,7 @@ def test_header_read_does_not_import_torch(tiny_weights):
         assert "torch" not in sys.modules, "torch was imported"
         print(info.num_frames, info.num_classes, info.embed_dim, info.name)
     """)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     full = stam_core.model.read_checkpoint_info(tiny_weights)  # the torch path agrees
     assert done.stdout.split() == [str(full.num_frames), str(full.num_classes), str(full.embed_dim), full.name]
