@@ -57,7 +57,8 @@ __all__ = ["JobConfig", "JobError", "RunSummary", "run_job"]
 
 def run_job(config: JobConfig) -> RunSummary:
     """Plan, label and commit; raises JobError (cannot start), JobFailed, JobInterrupted."""
-    from stam_core.model import read_checkpoint_info
+    # Without torch when the file allows: the driver's memory does not carry torch for the run.
+    from stam_core.checkpoint_header import read_info
 
     started = time.time()
     run_id = new_run_id()
@@ -73,7 +74,7 @@ def run_job(config: JobConfig) -> RunSummary:
     except StorageError as exc:
         raise JobError(str(exc)) from exc
     try:
-        info = read_checkpoint_info(config.weights, sha256=config.weights_sha256)
+        info = read_info(config.weights, sha256=config.weights_sha256)
     except (CheckpointError, OSError, ValueError) as exc:
         raise JobError(f"weights {redact_url(config.weights)!r}: {redact_url(str(exc))}") from exc
     class_names = _class_names(config.labels_file, info.num_classes)
@@ -108,7 +109,8 @@ def run_job(config: JobConfig) -> RunSummary:
             if plan.total:
                 table.ensure_created(schema)
                 summary.execution_started_at = time.time()
-                with Progress(plan.total, interval_s=config.progress_interval_s) as progress:
+                with Progress(plan.total, interval_s=config.progress_interval_s, clock=time.time,
+                              started=started) as progress:  # the run's one wall time
                     committer = Committer(table, run_id=run_id, schema=schema, commit_every=config.commit_every,
                                           commit_interval_s=config.commit_interval_s, video_level=video_level,
                                           on_videos=progress.update)

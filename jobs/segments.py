@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from jobs.text import plural
+
 MIN_LAST_FRACTION = 0.5
 VIDEO_LEVEL = -1
 MAX_VIDEO_WARNINGS = 10
@@ -118,7 +120,7 @@ class VideoLevel:
         if missing:
             shown = ", ".join(map(str, missing[:20])) + (" ..." if len(missing) > 20 else "")
             video.update(status="error", error_kind="incomplete",
-                         error=f"{first['video_uri']}: {len(missing)} of {expected} windows never came back "
+                         error=f"{first['video_uri']}: {len(missing)} of {plural(expected, 'window')} never came back "
                                f"from their Ray tasks (windows {shown}); the next run labels the video again")
             return video
         if not ok:

@@ -7,6 +7,7 @@ import dataclasses
 import importlib.metadata
 import io
 import logging
+import os
 import subprocess
 import sys
 import warnings
@@ -150,7 +151,7 @@ def test_dry_run_prints_the_plan(fake_job):
     result = invoke("run", "in", "out", "--dry-run")
     assert result.exit_code == 0, result.output
     assert fake_job["config"]["dry_run"] is True
-    assert "dry run: 3 videos listed, 3 already labelled, 12 to label (about 0.25 CPU-hours" in result.stdout
+    assert "dry run: 3 videos listed, 3 already labelled, 12 to label (about 15 CPU-minutes" in result.stdout
     assert "  s3://a/1.mp4\n  ... and 11 more" in result.stdout
 
 
@@ -159,6 +160,7 @@ def test_summary_shows_the_error_rate_and_exit_0(fake_job):
     result = invoke("run", "in", "out")
     assert result.exit_code == 0, result.output
     assert "3 ok, 1 error, 2 skipped (of 6 listed)" in result.stdout
+    assert "in 2s (2.0 s of wall time since the run started)" in result.stdout
     assert "error rate: 25.0% (1 of 4 labelled videos)" in result.stdout
     assert "output: /tmp/out (0 commits)" in result.stdout
 
@@ -370,7 +372,7 @@ def test_progress_interval_and_unknown_total():
     assert stream.getvalue() == "progress: done, 5 videos (5 ok, 0 error) in 2s, 2.5 videos/s\n"
 
     none_yet = Progress(10, interval_s=3600, stream=Lines(), clock=clock)
-    assert none_yet.line() == "progress: 0/10 videos (0 ok, 0 error), 0.0 videos/s, ETA unknown"
+    assert none_yet.line() == "progress: 0/10 videos, starting workers, loading the model (0s into the run)"
     none_yet.close()
 
 
@@ -402,6 +404,50 @@ def test_progress_bar_in_a_terminal():
     text = stream.getvalue()
     assert "4/10" in text and "videos/s" in text and "ok=3" in text and "error=1" in text
     assert "progress:" not in text  # the bar, not the plain lines
+
+
+def test_progress_in_a_terminal_without_a_size_is_plain_lines(monkeypatch):
+    """A pty under `script` or a CI console: isatty, but no columns; tqdm would print nothing."""
+    import jobs.progress
+
+    class SizelessTty(Lines):
+        def isatty(self):
+            return True
+
+        def fileno(self):
+            return 99
+
+    monkeypatch.setattr(jobs.progress.os, "get_terminal_size", lambda fd: os.terminal_size((0, 0)))
+    clock, stream = Clock(), SizelessTty()
+    with Progress(2, interval_s=0.05, stream=stream, clock=clock) as progress:
+        assert stream.wait_for("starting workers") == \
+            "progress: 0/2 videos, starting workers, loading the model (0s into the run)"
+        clock.now += 4
+        progress.update(ok=2)
+    assert stream.getvalue().splitlines()[-1] == "progress: done, 2/2 videos (2 ok, 0 error) in 4s, 0.5 videos/s"
+
+
+def test_progress_elapsed_is_the_runs_wall_time():
+    """The final line counts from the run's start, as the summary does."""
+    clock, stream = Clock(), Lines()
+    clock.now = 100.0
+    with Progress(10, interval_s=3600, stream=stream, clock=clock, started=70.0) as progress:
+        clock.now += 5
+        progress.update(ok=10)
+    assert stream.getvalue() == "progress: done, 10/10 videos (10 ok, 0 error) in 35s, 0.3 videos/s\n"
+
+
+def test_progress_bar_says_what_happens_before_the_first_video():
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Tty()
+    progress = Progress(10, interval_s=0.01, stream=stream)
+    assert "starting workers, loading the model" in stream.getvalue()
+    progress.update(ok=1)
+    progress.close()
+    assert "labelling" in stream.getvalue()
 
 
 def test_format_duration():
@@ -451,3 +497,33 @@ def test_jobs_and_stam_core_name_no_private_ray_module():
                  for n, line in enumerate(path.read_text().splitlines(), 1)
                  if "ray._private" in line or "_internal" in line and "ray" in line]
     assert not offenders, offenders
+
+
+def test_counts_of_one_are_singular(fake_job):
+    fake_job["result"] = summary(ok=0, error=1, skipped=0, commits=1)
+    result = invoke("run", "in", "out", "--max-error-rate", "1")
+    assert "(1 of 1 labelled video)" in result.stdout
+    assert "(1 commit)" in result.stdout
+
+
+@pytest.mark.parametrize("hours, text", [(0.0, "0 CPU-seconds"), (40 / 3600, "40 CPU-seconds"),
+                                         (0.25, "15 CPU-minutes"), (3.46, "3.5 CPU-hours")])
+def test_cpu_time_wording(hours, text):
+    from jobs.text import cpu_time, plural
+
+    assert cpu_time(hours) == text
+    assert (plural(1, "window"), plural(2, "window"), plural(0, "class", "classes")) == ("1 window", "2 windows",
+                                                                                          "0 classes")
+
+
+def test_dry_run_of_a_few_videos_is_not_zero_hours(fake_job):
+    fake_job["result"] = summary(ok=0, error=0, skipped=0, dry_run=True, total=1, first_uris=["a.mp4"],
+                                 estimated_decode_cpu_h=1 / 3600)
+    assert "0 videos listed, 0 already labelled, 1 to label (about 1 CPU-second of decoding)" in invoke(
+        "run", "in", "out", "--dry-run").stdout
+
+
+def test_option_help_explains_defaults_and_old_names():
+    text = " ".join(invoke("run", "--help").stdout.split())
+    assert "8192x4320 = 35389440" in text
+    assert "is its old name, kept so existing scripts still work" in text

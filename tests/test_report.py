@@ -189,7 +189,7 @@ def test_text_summary(labelled):
     result = CliRunner().invoke(inspect_command, [str(labelled)])
     assert result.exit_code == 0, result.output
     out = result.output
-    assert "3 videos, 3 rows, 1 runs" in out and "status: 2 ok, 1 error" in out
+    assert "3 videos, 3 rows, 1 run" in out and "status: 2 ok, 1 error" in out
     assert "error kinds:" in out and "1  format_error: e.g." in out and "broken <b>.mp4" in out
     for name in ("a.mp4", "magenta.mp4"):
         assert re.search(rf"^\s+\d+\s+{re.escape(rows[name]['labels'][0])}$", out, re.M), out
@@ -273,7 +273,7 @@ def test_chart_has_labelled_axes_and_counts():
     fig = label_figure(counts, top=3)
     (ax,) = fig.axes
     assert ax.get_title() == "Top-1 label frequencies (10 labelled videos, 4 labels)"
-    assert ax.get_xlabel() == "videos (top-1 label); 1 more labels (1 videos) not drawn"
+    assert ax.get_xlabel() == "videos (top-1 label); 1 more label (1 video) not drawn"
     assert ax.get_ylabel() == "label"
     assert [t.get_text() for t in ax.get_yticklabels()] == ["abseiling", "archery", "zumba"]  # ties: first seen
     assert [p.get_width() for p in ax.patches] == [5, 3, 1]

@@ -171,7 +171,7 @@ def test_skip_invalid_imports_the_rest_and_reports_the_others(out, tmp_path):
     path.write_text(f"video_uri,label\n/v/b.mp4,{D}\n/v/c.mp4,not a class\n/v/zzz.mp4,{A}\n")
     code, text = cli("import-reviews", out, path, "--skip-invalid")
     assert code == 0, text
-    assert "imported 1 human labels" in text and "skipped 2" in text and "/v/zzz.mp4 is not in the table" in text
+    assert "imported 1 human label " in text and "skipped 2" in text and "/v/zzz.mp4 is not in the table" in text
     assert current(out)["/v/b.mp4"]["label"] == D and current(out)["/v/c.mp4"]["human_label"] is None
 
 
@@ -187,7 +187,7 @@ def test_label_studio_export_takes_the_latest_answer_that_was_not_cancelled(out,
     path = tmp_path / "export.json"
     path.write_text(json.dumps(export))
     code, text = cli("import-reviews", out, path)
-    assert code == 0 and "imported 1 human labels" in text and "1 tasks without an answer" in text, text
+    assert code == 0 and "imported 1 human label " in text and "1 task without an answer" in text, text
     row = current(out)["/v/b.mp4"]
     assert row["human_label"] == D and row["reviewed_by"] == "label-studio user 3"
     assert row["reviewed_at"] == dt.datetime(2026, 3, 2, 10, tzinfo=dt.timezone.utc)

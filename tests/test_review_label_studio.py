@@ -149,7 +149,7 @@ def test_review_round_trip_through_label_studio(label_studio, tiny_weights, ray_
     assert table.snapshot().version() == labelled_version
 
     imported = stam_label("import-reviews", out, export)
-    assert "imported 2 human labels" in imported and "1 tasks without an answer" in imported
+    assert "imported 2 human labels" in imported and "1 task without an answer" in imported
     reviewed = {r["video_uri"]: r for r in table.read_current().to_pylist()}
     assert reviewed[uris[0]]["label"] == corrected and reviewed[uris[0]]["label_source"] == "human"
     assert reviewed[uris[0]]["reviewed_by"].startswith("label-studio user")

@@ -8,7 +8,8 @@ from __future__ import annotations
 import click
 
 from jobs.storage import StorageError
-from jobs.tools.export import STDOUT, ExportError, export_format, export_labels
+from jobs.text import plural
+from jobs.tools.export import STDOUT, ExportError, UnknownColumnError, export_format, export_labels
 
 
 @click.command("export")
@@ -37,7 +38,9 @@ def export_command(output_uri: str, dest: str, min_score: float | None, status: 
     picked = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
     try:
         result = export_labels(output_uri, dest, min_score=min_score, status=status, columns=picked, fmt=fmt)
+    except UnknownColumnError as exc:  # the user's option, not the table, is wrong: exit 2
+        raise click.BadParameter(str(exc), param_hint="--columns") from None
     except (ExportError, StorageError) as exc:
         raise click.ClickException(str(exc)) from None
-    message = f"wrote {result.rows} rows to {result.dest} (columns: {', '.join(result.columns)})"
+    message = f"wrote {plural(result.rows, 'row')} to {result.dest} (columns: {', '.join(result.columns)})"
     click.echo(message, err=dest == STDOUT)  # with DEST -, stdout holds the export alone

@@ -8,6 +8,7 @@ from __future__ import annotations
 import click
 
 from jobs.storage import StorageError
+from jobs.text import plural
 from jobs.tools.report import (
     CLI_WORKERS,
     LOW_CONFIDENCE,
@@ -80,7 +81,7 @@ def inspect_command(output_uri: str, html_path: str | None, plot_path: str | Non
             except Exception as exc:  # boto3 missing or misconfigured: say why, never a URL
                 raise _presign_failure(exc) from None
         shown = min(max_videos, summary.status.get("ok", 0))
-        click.echo(f"reading thumbnails of {shown} videos ...")
+        click.echo(f"reading thumbnails of {plural(shown, 'video')} ...")
         try:
             page = render_html(table, summary, max_videos=max_videos, workers=workers, low_confidence=low_confidence,
                                presign=presigner, presign_expires=presign_expires, hourly_price=hourly_price)

@@ -71,7 +71,8 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict]] = {
         help="Video file extensions picked from folders and prefixes.")),
     "commit_every": (("--commit-every", "--rows-per-file", "commit_every"), dict(
         type=click.IntRange(1), default=default_of("commit_every"), show_default=True, metavar="ROWS",
-        help="Commit the labelled rows every ROWS rows (also at most what a killed run loses).")),
+        help="Commit the labelled rows every ROWS rows (also at most what a killed run loses). "
+             "--rows-per-file is its old name, kept so existing scripts still work.")),
     "commit_interval_s": (("--commit-interval", "commit_interval_s"), dict(
         type=click.FloatRange(min=0, min_open=True), default=default_of("commit_interval_s"), show_default=True,
         metavar="SECONDS", help="... or every SECONDS since the last commit, whichever comes first.")),
@@ -92,11 +93,12 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict]] = {
         type=click.IntRange(1), default=default_of("max_windows"), show_default=True,
         help="With --window-seconds: a video that would make more windows is one error row (too_long).")),
     "embeddings": (("--embeddings",), dict(
-        is_flag=True, default=default_of("embeddings"), help="Add the 768-d video embedding column.")),
+        is_flag=True, default=default_of("embeddings"), help="Add the video embedding column (the model's width: 768 for stam_16, 96 for stam_tiny).")),
     "probs": (("--probs",), dict(
         is_flag=True, default=default_of("probs"), help="Add the full probability vector column.")),
     "max_pixels": (("--max-pixels",), dict(
-        type=click.IntRange(1), default=default_of("max_pixels"), show_default=True,
+        type=click.IntRange(1), default=default_of("max_pixels"),
+        show_default=f"8192x4320 = {default_of('max_pixels')}",
         help="Videos with more pixels per frame are error rows (too_large), read from the header only.")),
     "resize": (("--resize",), dict(
         type=click.Choice(["exact", "fast"]), default=default_of("resize"), show_default=True,

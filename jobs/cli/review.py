@@ -14,6 +14,7 @@ import os
 import click
 
 from jobs.storage import StorageError
+from jobs.text import plural
 from jobs.tools.report.links import MAX_PRESIGN_EXPIRES, s3_presigner
 from jobs.tools.review import (
     LabelStudio,
@@ -74,11 +75,11 @@ def review_command(output_uri: str, dest: str, max_score: float | None, max_marg
         rows = select_for_review(output_uri, Selection(max_score, max_margin, per_class, limit, include_reviewed))
         presign = s3_presigner(presign_s) if presign_s else None
         written = write_queue(rows, dest, fmt, class_names, presign)
-        click.echo(f"{rows.num_rows} videos to review: {', '.join(written)}")
+        click.echo(f"{plural(rows.num_rows, 'video')} to review: {', '.join(written)}")
         if ls_url:
             client = LabelStudio(ls_url, os.environ.get(API_KEY_ENV, ""))
             count = client.push(project, label_studio_tasks(rows, presign), class_names)
-            click.echo(f"Label Studio {ls_url}: {count} tasks imported into project {project}")
+            click.echo(f"Label Studio {ls_url}: {plural(count, 'task')} imported into project {project}")
     except (ReviewError, StorageError) as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -102,8 +103,8 @@ def import_reviews_command(output_uri: str, path: str, skip_invalid: bool, revie
     for problem in result.skipped:
         click.echo(f"skipped: {problem}", err=True)
     where = f" (table version {result.version})" if result.version is not None else ""
-    unanswered = f"; {result.unanswered} tasks without an answer" if result.unanswered else ""
-    click.echo(f"imported {result.imported} human labels{where}{unanswered}"
+    unanswered = f"; {plural(result.unanswered, 'task')} without an answer" if result.unanswered else ""
+    click.echo(f"imported {plural(result.imported, 'human label')}{where}{unanswered}"
                + (f"; skipped {len(result.skipped)}" if result.skipped else ""))
 
 

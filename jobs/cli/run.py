@@ -10,6 +10,8 @@ from jobs.cli.errors import Failure
 from jobs.cli.options import config_option, run_options
 from jobs.config import JobConfig
 from jobs.errors import EXIT_TOO_MANY_ERRORS
+from jobs.progress import format_duration
+from jobs.text import cpu_time, plural
 
 if TYPE_CHECKING:  # the run's modules load when it runs, not for --help
     from jobs.runs import RunSummary
@@ -54,9 +56,9 @@ def check_error_rate(summary: RunSummary, max_error_rate: float) -> None:
     """Exit 1 when every labelled video failed, or more than max_error_rate of them."""
     where = f"the rows are committed in {summary.output_uri}"
     if summary.processed and not summary.ok:
-        raise Failure(f"all {summary.processed} labelled videos failed; {where}", EXIT_TOO_MANY_ERRORS)
+        raise Failure(f"all {plural(summary.processed, 'labelled video')} failed; {where}", EXIT_TOO_MANY_ERRORS)
     if summary.error_rate > max_error_rate:
-        raise Failure(f"{summary.error} of {summary.processed} videos failed ({summary.error_rate:.1%}), "
+        raise Failure(f"{summary.error} of {plural(summary.processed, 'video')} failed ({summary.error_rate:.1%}), "
                       f"above --max-error-rate {max_error_rate:.1%}; {where}", EXIT_TOO_MANY_ERRORS)
 
 
@@ -65,9 +67,10 @@ def print_summary(summary: RunSummary) -> None:
     rate = summary.processed / summary.elapsed_s if summary.elapsed_s else 0.0
     click.echo("")
     click.echo(f"run {summary.run_id}: {summary.ok} ok, {summary.error} error, {summary.skipped} skipped "
-               f"(of {summary.listed} listed) in {summary.elapsed_s:.1f} s, {rate:.2f} videos/s")
+               f"(of {summary.listed} listed) in {format_duration(summary.elapsed_s)} "
+               f"({summary.elapsed_s:.1f} s of wall time since the run started), {rate:.2f} videos/s")
     if summary.processed:
-        click.echo(f"error rate: {summary.error_rate:.1%} ({summary.error} of {summary.processed} labelled videos)")
+        click.echo(f"error rate: {summary.error_rate:.1%} ({summary.error} of {plural(summary.processed, 'labelled video')})")
     for kind, count in sorted(summary.error_kinds.items(), key=lambda kv: -kv[1])[:5]:
         click.echo(f"  {count:6d} x {kind}: e.g. {summary.error_examples.get(kind, '')[:160]}")
     if summary.processed:
@@ -75,14 +78,14 @@ def print_summary(summary: RunSummary) -> None:
         per_hour = (f"; per hour of footage: {summary.decode_cpu_s / hours:.0f} decode CPU-s, "
                     f"{summary.model_s / hours:.0f} model s") if hours else ""
         click.echo(f"cost: decode {summary.decode_cpu_s:.1f} CPU-s, model {summary.model_s:.1f} s "
-                   f"for {summary.processed} videos ({summary.footage_s / 60:.1f} min of footage){per_hour}")
-    click.echo(f"output: {summary.output_uri} ({summary.commits} commits)")
+                   f"for {plural(summary.processed, 'video')} ({summary.footage_s / 60:.1f} min of footage){per_hour}")
+    click.echo(f"output: {summary.output_uri} ({plural(summary.commits, 'commit')})")
 
 
 def print_plan(summary: RunSummary) -> None:
     """What --dry-run found: nothing was labelled or written."""
-    click.echo(f"dry run: {summary.listed} videos listed, {summary.skipped} already labelled, "
-               f"{summary.total} to label (about {summary.estimated_decode_cpu_h:.2f} CPU-hours of decoding)")
+    click.echo(f"dry run: {plural(summary.listed, 'video')} listed, {summary.skipped} already labelled, "
+               f"{summary.total} to label (about {cpu_time(summary.estimated_decode_cpu_h)} of decoding)")
     for uri in summary.first_uris:
         click.echo(f"  {uri}")
     if summary.total > len(summary.first_uris):

@@ -31,6 +31,7 @@ from jobs.runs import read_run_records
 from jobs.segments import video_row_index
 from jobs.storage import is_s3, resolve
 from jobs.table import LabelTable
+from jobs.text import plural
 from stam_core.classes import load_class_names
 
 KINETICS_COLUMNS = ("label", "youtube_id", "time_start", "time_end")
@@ -105,7 +106,7 @@ def read_manifest(manifest: str, class_names, video_root: str | None = None) -> 
     if unknown:
         shown = ", ".join(f"{name!r} ({n})" for name, n in unknown.most_common(5))
         more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
-        raise EvaluationError(f"{manifest}: {sum(unknown.values())} videos have labels that are not class names "
+        raise EvaluationError(f"{manifest}: {plural(sum(unknown.values()), 'video')} {'has a label' if sum(unknown.values()) == 1 else 'have labels'} that are not class names "
                               f"of the model: {shown}{more}")
     return _dedupe(examples, manifest)
 
@@ -249,7 +250,7 @@ def format_report(result: Evaluation, pairs: int = 10, failures: int = 20) -> st
         f"top-1: {pct(result.top1)}   top-5: {pct(result.top5)}   (over the {result.evaluated} labelled videos)",
         f"counting failed videos as wrong: top-1 {pct(result.top1_all)}, top-5 {pct(result.top5_all)}",
         (f"mean per-class accuracy: {pct(result.mean_class_accuracy)} "
-         f"({sum(1 for s in result.per_class.values() if s['evaluated'])} classes)"),
+         f"({plural(sum(1 for s in result.per_class.values() if s['evaluated']), 'class', 'classes')})"),
     ]
     if result.confused_pairs:
         lines.append("most confused (true -> predicted top-1):")

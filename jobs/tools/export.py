@@ -41,6 +41,10 @@ class ExportError(Exception):
     """The export cannot be done (bad destination, nothing to export); one line for the user."""
 
 
+class UnknownColumnError(ExportError):
+    """``columns`` names a column the table does not have: the caller's mistake (usage)."""
+
+
 @dataclass
 class ExportResult:
     dest: str
@@ -80,7 +84,7 @@ def flat_table(output_uri: str, *, min_score: float | None = None, status: str =
         known = set(label_table.schema().names) if label_table.exists() else set()
         unknown = [c for c in columns if c not in known]
         if known and unknown:
-            raise ExportError(f"{output_uri}: no column {', '.join(map(repr, unknown))}; "
+            raise UnknownColumnError(f"{output_uri}: no column {', '.join(map(repr, unknown))}; "
                               f"the table has: {', '.join(sorted(known))}")
     table = label_table.read_current(sorted(set(READ_COLUMNS) | set(columns or ())))
     if table is None:

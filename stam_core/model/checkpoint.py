@@ -16,6 +16,7 @@ from typing import Optional, Union
 
 import torch
 
+from stam_core.checkpoint_header import CheckpointInfo  # defined without torch, for the driver
 from stam_core.errors import CheckpointError
 from stam_core.model.network import STAM, module_to_official
 from stam_core.model.precision import check_precision
@@ -82,18 +83,6 @@ def load_model(weights: PathLike, *, device: Union[str, torch.device] = "cpu", p
     log.info("loaded STAM from %s: %d frames, %d classes, embed %d, sha256 %s, %s on %s",
              path, model.num_frames, model.num_classes, model.embed_dim, digest[:12], model.precision, model.device)
     return model
-
-
-@dataclasses.dataclass(frozen=True)
-class CheckpointInfo:
-    """What the driver needs to know about weights, read without building the model."""
-
-    name: str  # release name, else the name save_checkpoint stored, else the file's stem
-    num_frames: int
-    num_classes: int
-    embed_dim: int
-    weights_sha256: str
-    path: str
 
 
 def read_checkpoint_info(weights: PathLike, *, sha256: Optional[str] = None) -> CheckpointInfo:

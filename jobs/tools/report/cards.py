@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 
 from jobs.storage import is_s3
+from jobs.text import plural
 from jobs.tools.report.links import Presigner, video_href
 from jobs.tools.report.strips import Strip
 from jobs.tools.report.summary import Video
@@ -92,7 +93,7 @@ def video_card(v: Video, strips: dict, low_confidence: float = LOW_CONFIDENCE,
         parts.append(f"<div class='row'>{_strip_html(strips.get((r['video_uri'], r['segment_index'])), r)}"
                      f"{_top_html(r)}</div>")
     else:
-        parts.append(f"<div class='window-head'>whole video ({len(v.windows)} windows, mean of window "
+        parts.append(f"<div class='window-head'>whole video ({plural(len(v.windows), 'window')}, mean of window "
                      f"probabilities):</div>{_top_html(r)}")
         for w in v.windows:
             head = (f"window {w['segment_index']}: {w['segment_start_s']:.1f}–{w['segment_end_s']:.1f} s"

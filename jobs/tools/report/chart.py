@@ -4,6 +4,7 @@ from __future__ import annotations
 import collections
 import io
 
+from jobs.text import plural
 from stam_core.storage import write_atomic
 
 CHART_LABELS = 30  # bars in the chart; the rest are summed in a note
@@ -25,7 +26,7 @@ def label_figure(labels: collections.Counter, top: int = CHART_LABELS):
     fig = Figure(figsize=(10, 1.6 + 0.32 * max(1, len(items))), dpi=CHART_DPI)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    ax.set_title(f"Top-1 label frequencies ({total} labelled videos, {len(labels)} labels)")
+    ax.set_title(f"Top-1 label frequencies ({plural(total, 'labelled video')}, {plural(len(labels), 'label')})")
     ax.set_xlabel("videos (top-1 label)")
     ax.set_ylabel("label")
     if items:
@@ -45,7 +46,7 @@ def label_figure(labels: collections.Counter, top: int = CHART_LABELS):
     rest = len(labels) - len(items)
     if rest > 0:
         others = total - sum(n for _, n in items)
-        ax.set_xlabel(f"videos (top-1 label); {rest} more labels ({others} videos) not drawn")
+        ax.set_xlabel(f"videos (top-1 label); {plural(rest, 'more label', 'more labels')} ({plural(others, 'video')}) not drawn")
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     fig.tight_layout()

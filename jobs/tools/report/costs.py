@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from jobs.text import plural
+
 COST_METRICS = (("wall_s", "wall time"), ("decode_cpu_s", "decode CPU"), ("model_s", "model"))
 
 
@@ -79,7 +81,7 @@ def format_costs(runs: list[dict], hourly_price: float | None = None) -> list[st
         hour = c.per_footage_hour
         per_hour = f"{duration(hour)} per footage hour" if hour is not None else "footage not recorded"
         out.append(f"  {c.name:<11} {duration(c.per_video)} per video  {per_hour}  "
-                   f"({duration(c.seconds)} over {c.videos} videos)")
+                   f"({duration(c.seconds)} over {plural(c.videos, 'video')})")
     wall = next((c for c in lines if c.name == "wall time"), None)
     if hourly_price is not None and wall is not None:
         money = hourly_price * wall.per_video / 3600.0

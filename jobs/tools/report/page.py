@@ -16,6 +16,7 @@ from importlib import resources
 
 import pyarrow as pa
 
+from jobs.text import plural
 from jobs.tools.report.cards import LOW_CONFIDENCE, failed_card, video_card
 from jobs.tools.report.chart import plot_png
 from jobs.tools.report.costs import format_costs, run_costs
@@ -54,7 +55,7 @@ def render_html(table: pa.Table, summary: TableSummary, max_videos: int = 200, w
            f"<title>stam-label report: {esc(summary.output_uri)}</title><style>{CSS}</style></head><body>",
            (f"<h1>Label report</h1><div class='meta'>{esc(summary.output_uri)} · generated "
             f"{now:%Y-%m-%d %H:%M UTC}</div>"),
-           f"<p>{summary.videos} videos: " + ", ".join(f"{n} {esc(k)}" for k, n in summary.status.most_common())
+           f"<p>{plural(summary.videos, 'video')}: " + ", ".join(f"{n} {esc(k)}" for k, n in summary.status.most_common())
            + (", windows: " + ", ".join(f"{n} {esc(k)}" for k, n in summary.windows.most_common())
               if summary.windows else "")
            + (f"; {summary.reviewed} reviewed by people ({summary.overridden} changed the model's label)"

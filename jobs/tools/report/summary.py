@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 from jobs.runs import read_run_records
 from jobs.segments import video_row_index
 from jobs.table import LabelTable
+from jobs.text import plural
 
 SUMMARY_COLUMNS = ["video_uri", "mode", "segment_index", "status", "error", "error_kind", "labels", "human_label"]
 READ_COLUMNS = SUMMARY_COLUMNS + ["segment_start_s", "segment_end_s", "scores", "frame_indices", "frame_timestamps",
@@ -108,7 +109,7 @@ def group_videos(table: pa.Table) -> list[Video]:
 
 
 def format_summary(s: TableSummary, top: int = 15) -> str:
-    lines = [f"{s.output_uri}: {s.videos} videos, {s.rows} rows, {len(s.runs)} runs"]
+    lines = [f"{s.output_uri}: {plural(s.videos, 'video')}, {plural(s.rows, 'row')}, {plural(len(s.runs), 'run')}"]
     if s.runs:
         last = s.runs[-1]
         sha = (last.get("weights_sha256") or "")[:12]
@@ -121,7 +122,7 @@ def format_summary(s: TableSummary, top: int = 15) -> str:
     if s.windows:
         lines.append("windows: " + ", ".join(f"{n} {k}" for k, n in s.windows.most_common()))
     if s.reviewed:
-        lines.append(f"reviewed: {s.reviewed} videos have a human label ({s.overridden} differ from the model's top-1)")
+        lines.append(f"reviewed: {plural(s.reviewed, 'video')} {'has' if s.reviewed == 1 else 'have'} a human label ({s.overridden} differ from the model's top-1)")
     labelled = sum(s.labels.values())
     if labelled:
         human = ", a human label where reviewed" if s.reviewed else ""

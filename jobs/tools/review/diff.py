@@ -19,6 +19,7 @@ import pyarrow.dataset as pads
 from jobs.schema import plain_schema
 from jobs.storage import StorageError
 from jobs.table import LabelTable
+from jobs.text import plural
 from jobs.tools.report.page import CSS
 from jobs.tools.report.summary import video_level
 from jobs.tools.review.queue import ReviewError
@@ -104,7 +105,7 @@ def diff_versions(output_uri: str, from_spec: str, to_spec: str | None = None, *
 def format_diff(d: TableDiff) -> str:
     lines = [f"{d.output_uri}: version {d.from_version} -> {d.to_version}",
              f"videos: {d.videos_from} -> {d.videos_to} ({d.added} added, {d.removed} removed)",
-             f"top-1 changed: {d.changed} of {d.videos_from - d.removed} videos in both versions"]
+             f"top-1 changed: {d.changed} of {plural(d.videos_from - d.removed, 'video')} in both versions"]
     if d.flows:
         lines.append("largest flows:")
         lines += [f"  {f['videos']:7d}  {f['from']} -> {f['to']}" for f in d.flows]
@@ -126,7 +127,7 @@ def diff_html(d: TableDiff) -> str:
            f"<title>stam-label diff: {esc(d.output_uri)}</title><style>{CSS}</style></head><body>",
            (f"<h1>Label changes</h1><div class='meta'>{esc(d.output_uri)} · version {d.from_version} → "
             f"{d.to_version}</div>"),
-           (f"<p>{d.videos_from} → {d.videos_to} videos ({d.added} added, {d.removed} removed); "
+           (f"<p>{d.videos_from} → {plural(d.videos_to, 'video')} ({d.added} added, {d.removed} removed); "
             f"<b>{d.changed}</b> changed their top-1 label.</p>")]
     if d.flows:
         out.append("<h2>Largest flows</h2><table class='flows'><tr><th>videos</th><th>from</th><th>to</th></tr>")

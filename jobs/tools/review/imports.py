@@ -24,6 +24,7 @@ from jobs.runs import new_run_id
 from jobs.schema import HUMAN_FIELDS, LABEL_SOURCE_FIELD, with_flat_columns
 from jobs.storage import StorageError, resolve
 from jobs.table import CommitError, LabelTable
+from jobs.text import plural
 from jobs.tools.report.summary import video_level
 from jobs.tools.review.label_studio import Answer, read_label_studio_export
 from jobs.tools.review.queue import ReviewError
@@ -104,7 +105,7 @@ def import_reviews(output_uri: str, path: str, class_names: list[str], *, skip_i
     if problems and not skip_invalid:
         listed = "\n  ".join(problems[:MAX_LISTED])
         more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
-        raise ReviewError(f"{path}: {len(problems)} of {len(answers)} answers cannot be imported; "
+        raise ReviewError(f"{path}: {len(problems)} of {plural(len(answers), 'answer')} cannot be imported; "
                           f"nothing was imported (the table is unchanged; --skip-invalid imports the rest):"
                           f"\n  {listed}{more}")
     for uri in conflicted:  # skip_invalid: a video with two answers is skipped, never one of them taken
