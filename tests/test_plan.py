@@ -3,6 +3,7 @@ nothing; the driver-side path (small plans) and Ray's distributed path agree."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -95,3 +96,41 @@ def test_dry_run_writes_nothing(tmp_path, tiny_weights, ray_head):
     assert done.stdout.index(str(videos / "a.mp4")) < done.stdout.index(str(videos / "b.mp4"))
     assert not out.exists()  # no table, no run record, no plan
     assert not list(Path(tmp_path).glob("**/_runs"))
+
+
+@pytest.mark.parametrize("path", ["driver", "ray"])
+@pytest.mark.parametrize("where", ["folder", "s3"])
+def test_hostile_entries_mixed_with_good_files_plan(path, where, tmp_path, local_s3, ray_session, monkeypatch):
+    """A folder named like a video (alone in its sub-tree, so its walk lists nothing), a dangling
+    link and a non-UTF-8 name beside good files: every one is a listed row, none crashes the plan."""
+    if path == "ray":
+        monkeypatch.setattr(planning, "LOCAL_PLAN_MAX_ROWS", 0)
+    if where == "folder":
+        root = tmp_path / "in"
+        (root / "dir.mp4").mkdir(parents=True)
+        (root / "sub" / "empty.mkv").mkdir(parents=True)
+        (root / "good.mp4").write_bytes(b"v")
+        (root / "sub" / "good2.mp4").write_bytes(b"v")
+        (root / "dangling.mp4").symlink_to(root / "nowhere.mp4")
+        try:
+            with open(os.path.join(os.fsencode(root), b"caf\xe9.mp4"), "wb") as f:
+                f.write(b"v")
+            expected = 6
+        except OSError:  # a filesystem that refuses non-UTF-8 names
+            expected = 5
+        input_uri = str(root)
+    else:
+        bucket = f"p-{tmp_path.name.lower().replace('_', '-')}"[:60].rstrip("-")
+        local_s3.create_bucket(bucket)
+        client = local_s3.client()
+        for key in ("in/good.mp4", "in/sub/good2.mp4", "in/dir.mp4/", "in/dir.mp4/notes.txt", "in/e.mkv/x.txt"):
+            client.put_object(Bucket=bucket, Key=key, Body=b"v")
+        input_uri, expected = f"s3://{bucket}/in/", 2
+    table = LabelTable(str(tmp_path / "out"))
+    plan, work = planning.build(table, input_uri, extensions=(".mp4", ".mkv"), allow_local_paths=False,
+                                weights_sha256="w1", mode="video", relabel=False, limit=None,
+                                videos_per_task=4, path=None)
+    assert (plan.listed, plan.total) == (expected, expected)
+    uris = [r["video_uri"] for r in work.take_all()]
+    assert uris == sorted(uris) and len(uris) == expected
+    assert any(u.endswith("good.mp4") for u in uris)
