@@ -9,9 +9,10 @@ only the few globals ``torch.save`` writes for tensors (and builds shapes, not t
 the metadata without torch and without reading the weights themselves.
 
 ``read_checkpoint_header`` returns None for anything it cannot read that way (another
-format, unexpected globals): the caller then uses ``stam_core.model.read_checkpoint_info``,
-which loads with torch and names exactly what is wrong. The full check of every key and
-shape is done by ``load_model`` where the model is built.
+format, unexpected globals) or whose keys are not exactly the official ones, every block
+complete and alike: the caller then uses ``stam_core.model.read_checkpoint_info``, which loads
+with torch and names exactly what is wrong, before any work starts. Shapes beyond those of
+like blocks are checked by ``load_model`` where the model is built.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import collections
 import dataclasses
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Union
@@ -30,6 +32,18 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # as stam_core.model.state_dict strips them
 _OFFICIAL_EMBED_DIM = 768
+_INDEX = re.compile(r"\.(\d+)\.")
+# The official state dict's keys, a block's index written N (tests/test_checkpoint_header.py
+# checks this against the model's own state dict).
+_BLOCK = [f"{m}.{p}" for m in ("attn.proj", "attn.qkv", "mlp.fc1", "mlp.fc2", "norm1", "norm2")
+          for p in ("bias", "weight")]
+_TEMPORAL = [f"{m}.{p}" for m in ("linear1", "linear2", "norm1", "norm2", "self_attn.out_proj")
+             for p in ("bias", "weight")] + ["self_attn.in_proj_bias", "self_attn.in_proj_weight"]
+OFFICIAL_KEY_PATTERNS = frozenset(
+    ["aggregate.cls_token", "aggregate.pos_embed", "aggregate.transformer_enc.norm.bias",
+     "aggregate.transformer_enc.norm.weight", "cls_token", "head.bias", "head.weight", "norm.bias",
+     "norm.weight", "patch_embed.proj.bias", "patch_embed.proj.weight", "pos_embed"]
+    + [f"blocks.N.{k}" for k in _BLOCK] + [f"aggregate.transformer_enc.layers.N.{k}" for k in _TEMPORAL])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +123,12 @@ def _header(obj: object, path: Path, weights: PathLike, digest: str) -> Checkpoi
         while key.startswith(_WRAPPER_PREFIXES):
             key = key.split(".", 1)[1]
         shapes[key] = value.shape
+    counts = _official_layout(shapes)
+    if counts is None:
+        return None  # the torch path names the missing or unexpected keys
     stored = stored_config if isinstance(stored_config, dict) else {}
+    if any(key in stored and stored[key] != value for key, value in counts.items()):
+        return None  # its config disagrees with its blocks: the torch path says how
     head, pos = shapes.get("head.weight"), shapes.get("aggregate.pos_embed")
     if head is None or len(head) != 2 or pos is None or len(pos) != 3:
         return None  # not recognisably STAM: the torch path names what is missing
@@ -122,6 +141,25 @@ def _header(obj: object, path: Path, weights: PathLike, digest: str) -> Checkpoi
     release = os.fspath(weights) if os.fspath(weights) in RELEASES else None
     name = release or (stored_name if isinstance(stored_name, str) and stored_name else path.stem)
     return CheckpointInfo(name, found["num_frames"], found["num_classes"], found["embed_dim"], digest, str(path))
+
+
+def _official_layout(shapes: dict[str, tuple[int, ...]]) -> dict[str, int] | None:
+    """The block counts (depth, temporal_layers) when the keys are exactly the official ones,
+    every block (and temporal layer) 0..n-1 present and all alike; else None."""
+    groups: dict[str, dict[int, dict[str, tuple[int, ...]]]] = {}
+    for key, shape in shapes.items():
+        match = _INDEX.search(key)
+        if match is None:
+            continue
+        head, tail = key[:match.start()], key[match.end():]
+        groups.setdefault(head, {}).setdefault(int(match.group(1)), {})[tail] = shape
+    if {_INDEX.sub(".N.", k, count=1) for k in shapes} != OFFICIAL_KEY_PATTERNS:
+        return None
+    for blocks in groups.values():
+        first = blocks[min(blocks)]
+        if sorted(blocks) != list(range(len(blocks))) or any(b != first for b in blocks.values()):
+            return None
+    return {"depth": len(groups["blocks"]), "temporal_layers": len(groups["aggregate.transformer_enc.layers"])}
 
 
 def read_checkpoint_header(weights: PathLike, *, sha256: str | None = None) -> CheckpointInfo | None:

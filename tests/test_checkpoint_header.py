@@ -51,3 +51,36 @@ def test_unreadable_files_go_to_the_torch_path(tmp_path, content):
     assert read_checkpoint_header(path) is None
     with pytest.raises(CheckpointError):
         read_info(path)
+
+
+def test_official_key_patterns_are_the_models_keys():
+    import re
+
+    from stam_core.checkpoint_header import OFFICIAL_KEY_PATTERNS
+
+    model = stam_core.model.create_model("stam_tiny")
+    official = {stam_core.model.module_to_official(k) for k in model.state_dict()}
+    assert {re.sub(r"\.\d+\.", ".N.", k, count=1) for k in official} == OFFICIAL_KEY_PATTERNS
+
+
+@pytest.mark.parametrize("damage", ["drop block key", "drop a whole block", "unlike block"])
+def test_a_damaged_checkpoint_fails_on_the_driver_naming_what_is_wrong(tmp_path, tiny_weights, damage):
+    """Not only the header's few keys: a checkpoint the workers could not load fails before any work."""
+    import torch
+
+    from stam_core.errors import CheckpointError
+
+    checkpoint = torch.load(tiny_weights, weights_only=False)
+    state = checkpoint["model"]
+    if damage == "drop block key":
+        del state["blocks.1.norm1.weight"]
+    elif damage == "drop a whole block":
+        for key in [k for k in state if k.startswith("blocks.1.")]:
+            del state[key]
+    else:
+        state["blocks.1.norm1.weight"] = torch.zeros(3)
+    path = tmp_path / "damaged.pth"
+    torch.save(checkpoint, path)
+    assert read_checkpoint_header(path) is None  # the torch path decides, and names the problem
+    with pytest.raises(CheckpointError, match="damaged.pth"):
+        read_info(path)
