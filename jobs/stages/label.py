@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from jobs.schema import output_schema
+from jobs.topk import top_k
 from jobs.stages.records import DECODE_INFO, FACTS, labelled_schema, ok_frames
 
 log = logging.getLogger("stam_label")
@@ -84,10 +85,9 @@ class Labeler:
 
     def _top_k(self, probs: np.ndarray, ok: np.ndarray) -> dict[str, pa.Array]:
         """Top-k names, scores and class ids per row; null on rows that failed."""
-        top = np.argsort(-probs, axis=1, kind="stable")[:, : self.top_k].astype(np.int32)
-        return {"labels": _per_ok_row(self.class_names[top], ok, pa.string()),
-                "scores": _per_ok_row(np.take_along_axis(probs, top, axis=1), ok),
-                "class_ids": _per_ok_row(top, ok, pa.int32())}
+        ids, names, scores = top_k(probs, self.top_k, self.class_names)
+        return {"labels": _per_ok_row(names, ok, pa.string()), "scores": _per_ok_row(scores, ok),
+                "class_ids": _per_ok_row(ids, ok, pa.int32())}
 
 
 def _per_ok_row(values: np.ndarray, ok: np.ndarray, value_type: pa.DataType = pa.float32()) -> pa.Array:
