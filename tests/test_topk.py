@@ -13,7 +13,7 @@ def test_top_k_orders_best_first_and_breaks_ties_by_class_id():
 
 
 def test_top_k_is_capped_by_the_number_of_classes_and_takes_no_rows():
-    ids, names, scores = top_k(np.array([[0.2, 0.8]]), 5, ["x", "y"])
+    ids, names, _ = top_k(np.array([[0.2, 0.8]]), 5, ["x", "y"])
     assert ids.tolist() == [[1, 0]] and names.tolist() == [["y", "x"]]
     empty = top_k(np.zeros((0, 3), np.float32), 2, ["a", "b", "c"])
     assert [a.shape for a in empty] == [(0, 2)] * 3
