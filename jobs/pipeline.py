@@ -44,6 +44,7 @@ from jobs.runs import (
 )
 from jobs.schema import output_schema
 from jobs.segments import VideoLevel
+from jobs.stages.label import LabelParams
 from jobs.stages.records import split_labelled, to_work_items
 from jobs.storage import StorageError
 from jobs.table import CommitError, LabelTable
@@ -215,10 +216,8 @@ def _dataset(config: JobConfig, work, info, class_names, model_name: str, run_id
         ray_stages.ModelActor, batch_size=config.batch_size, batch_format="pyarrow", **model_options(config),
         fn_constructor_kwargs={
             "tries": tries, "max_tries": MODEL_TRIES,
-            "weights": config.weights, "sha256": info.weights_sha256, "precision": config.precision,
-            "top_k": config.top_k, "class_names": class_names, "model_name": model_name,
-            "run_id": run_id, "mode": mode, "embeddings": config.embeddings, "probs": config.probs,
-            "threads": config.model_threads,
+            "params": LabelParams.from_config(config, sha256=info.weights_sha256, class_names=class_names,
+                                              model_name=model_name, run_id=run_id, mode=mode),
         },
     )
 
