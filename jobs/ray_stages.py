@@ -19,7 +19,7 @@ import hashlib
 import pyarrow as pa
 
 from jobs.stages.decode import decode_videos
-from jobs.stages.label import LabelParams, Labeler
+from jobs.stages.label import Labeler, LabelParams
 from jobs.stages.windows import expand_windows
 
 

@@ -74,3 +74,24 @@ def test_label_turns_decoded_clips_into_output_rows(video, tmp_path, tiny_weight
     assert good["segment_start_s"] == 0.0 and good["run_id"] == "r1" and good["model_node"] is None
     assert bad["status"] == "error" and bad["error_kind"] == "not_found" and bad["labels"] is None
     assert np.isfinite(good["model_s"])
+
+
+@pytest.mark.parametrize("window_s", [None, 2.0])
+def test_the_stage_list_chains_schemas_and_says_how_each_stage_is_placed(window_s):
+    from jobs.config import JobConfig
+    from jobs.placement import CPU_TASK, LIGHT_TASK, MODEL_ACTOR
+    from jobs.stage_list import stages
+    from stam_core.model.checkpoint import CheckpointInfo
+
+    config = JobConfig(input_uri="in", output_uri="out", weights="w", window_s=window_s, embeddings=True)
+    info = CheckpointInfo("stam_tiny", NUM_FRAMES, 400, 96, "0" * 64, "w")
+    label = LabelParams.from_config(config, sha256=None, class_names=["c"] * 400, model_name="m", run_id="r",
+                                    mode="video")
+    chain = stages(config, info, None, label)
+    names = ["work items", *(["windows"] if window_s else []), "decode", "label"]
+    assert [s.name for s in chain] == names
+    assert [s.kind for s in chain] == [LIGHT_TASK, *([CPU_TASK] if window_s else []), CPU_TASK, MODEL_ACTOR]
+    for before, after in zip(chain, chain[1:]):
+        assert after.input_schema == before.output_schema, after.name
+    assert chain[-1].output_schema == labelled_schema(output_schema(96))
+    assert chain[-1].params["params"] is label
