@@ -1,4 +1,6 @@
 """The stage bodies (jobs/stages/) without Ray: Arrow in, Arrow out, called directly."""
+import itertools
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -91,7 +93,7 @@ def test_the_stage_list_chains_schemas_and_says_how_each_stage_is_placed(window_
     names = ["work items", *(["windows"] if window_s else []), "decode", "label"]
     assert [s.name for s in chain] == names
     assert [s.kind for s in chain] == [LIGHT_TASK, *([CPU_TASK] if window_s else []), CPU_TASK, MODEL_ACTOR]
-    for before, after in zip(chain, chain[1:]):
+    for before, after in itertools.pairwise(chain):
         assert after.input_schema == before.output_schema, after.name
     assert chain[-1].output_schema == labelled_schema(output_schema(96))
     assert chain[-1].params["params"] is label
