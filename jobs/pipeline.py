@@ -2,7 +2,7 @@
 
     plan.build(INPUT, OUTPUT)          Ray: list, anti-join with the current labels, sort,
                                        persist the plan as Parquet beside the run record
-    ray.data.read_parquet(plan)
+    ray.data.read_parquet(plan)        then the stages of jobs/stage_list.py, chained in order:
       .map_batches(to_work_items)      jobs/stages/records.py: the stage contract (Arrow schemas)
       .map_batches(expand_windows)     jobs/stages/windows.py, --window-seconds only
       .map_batches(decode_videos)      jobs/stages/decode.py: stam_core.read_clip -> uint8 frames
@@ -12,7 +12,7 @@
                                        each commit's counts -> the RunSummary (jobs/runs.py)
     reconcile.lost_rows(...)           plan rows Ray never returned -> "lost" error rows, committed
 
-Where each stage runs is jobs/placement.py; the run record and its heartbeat jobs/runs.py.
+Where each stage runs is jobs/placement.py (from the stage's kind); the run record and its heartbeat jobs/runs.py.
 Every video ends as exactly one current row (or one row per window plus a video-level row):
 failures inside a stage are caught per video; a block Ray gives up on is reconciled at the
 end into "lost" rows, so nothing disappears silently. The driver holds no list of videos.
@@ -26,11 +26,11 @@ import time
 from contextlib import contextmanager
 
 from jobs import plan as planning
-from jobs import ray_stages, reconcile
+from jobs import ray_stages, reconcile, stage_list
 from jobs.commit import Committer
 from jobs.config import DECODE_CPU_S_PER_VIDEO, JobConfig, mode_of
 from jobs.errors import JobError, JobFailed, JobInterrupted
-from jobs.placement import MODEL_TRIES, connect_ray, decode_options, model_options, tolerate_faults
+from jobs.placement import connect_ray, stage_options, tolerate_faults
 from jobs.progress import Progress
 from jobs.runs import (
     RunRecord,
@@ -44,7 +44,8 @@ from jobs.runs import (
 )
 from jobs.schema import output_schema
 from jobs.segments import VideoLevel
-from jobs.stages.records import split_labelled, to_work_items
+from jobs.stages.label import LabelParams
+from jobs.stages.records import split_labelled
 from jobs.storage import StorageError
 from jobs.table import CommitError, LabelTable
 from stam_core.classes import load_class_names
@@ -199,30 +200,10 @@ def _reconcile(committer: Committer, summary: RunSummary, table: LabelTable, pla
 
 
 def _dataset(config: JobConfig, work, info, class_names, model_name: str, run_id: str, mode: str, tries):
-    decode = decode_options(config)
-    ds = work.map_batches(to_work_items, batch_format="pyarrow", batch_size=None)
-    if config.window_s is not None:
-        ds = ds.map_batches(  # a video per task: each becomes many windows, decoded videos_per_task at a time
-            ray_stages.windows_task, batch_size=1, batch_format="pyarrow", **decode,
-            fn_kwargs={"tries": tries, "max_tries": 1 + config.decode_retries, "window": config.window_s,
-                       "stride": config.stride_s, "timeout": config.decode_timeout, "max_pixels": config.max_pixels,
-                       "max_windows": config.max_windows},
-        )
-    ds = ds.map_batches(
-        ray_stages.decode_task, batch_size=config.videos_per_task, batch_format="pyarrow", **decode,
-        fn_kwargs={"tries": tries, "max_tries": 1 + config.decode_retries, "num_frames": info.num_frames,
-                   "timeout": config.decode_timeout, "max_pixels": config.max_pixels, "resize": config.resize},
-    )
-    return ds.map_batches(
-        ray_stages.ModelActor, batch_size=config.batch_size, batch_format="pyarrow", **model_options(config),
-        fn_constructor_kwargs={
-            "tries": tries, "max_tries": MODEL_TRIES,
-            "weights": config.weights, "sha256": info.weights_sha256, "precision": config.precision,
-            "top_k": config.top_k, "class_names": class_names, "model_name": model_name,
-            "run_id": run_id, "mode": mode, "embeddings": config.embeddings, "probs": config.probs,
-            "threads": config.model_threads,
-        },
-    )
+    label = LabelParams.from_config(config, sha256=info.weights_sha256, class_names=class_names,
+                                    model_name=model_name, run_id=run_id, mode=mode)
+    return stage_list.chain(work, stage_list.stages(config, info, tries, label),
+                            lambda stage: stage_options(stage, config))
 
 
 def _commit_what_is_done(committer: Committer | None, summary: RunSummary) -> None:

@@ -77,6 +77,23 @@ def tolerate_faults(context, config) -> None:
     context.max_errored_blocks = -1
 
 
+# What a stage (jobs/stage_list.py) says it is; placement decides what each kind gets.
+LIGHT_TASK = "light task"  # a cheap reshaping of rows: Ray Data's default resources
+CPU_TASK = "cpu task"  # decoding-like work: decode_options
+MODEL_ACTOR = "model actor"  # holds the model: an actor pool, model_options
+KINDS = (LIGHT_TASK, CPU_TASK, MODEL_ACTOR)
+
+
+def stage_options(stage, config) -> dict:
+    """map_batches parameters of a stage (jobs/stage_list.py), by its kind: the placement of
+    every stage is decided here, from what the stage says it is."""
+    if stage.kind == CPU_TASK:
+        return decode_options(config)
+    if stage.kind == MODEL_ACTOR:
+        return model_options(config)
+    return {}  # a light task: Ray Data's defaults (it fuses with the stage before it)
+
+
 def decode_options(config) -> dict:
     """map_batches parameters of the decode (and windowing) tasks: resources and concurrency."""
     import ray

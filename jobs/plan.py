@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from jobs.listing.rows import LISTING_SCHEMA
 from jobs.lookup import rows_of
 from jobs.schema import OPTION_ERROR_KINDS, RETRYABLE_ERROR_KINDS, plain
 from jobs.segments import video_row_index
@@ -29,8 +30,8 @@ from jobs.table import LabelTable
 
 log = logging.getLogger("stam_label")
 
-PLAN_TYPES = {"video_uri": pa.string(), "source_size": pa.int64(), "source_version": pa.string(),
-              "error_kind": pa.string(), "error": pa.string()}
+# A plan row is a listing row (jobs/listing/rows.py defines its columns once), all nullable here.
+PLAN_TYPES = {f.name: f.type for f in LISTING_SCHEMA}
 PLAN_COLUMNS = tuple(PLAN_TYPES)
 # Plans up to this many listed videos are sorted and looked up on the driver (about 60 MB of
 # Arrow at most); larger ones with Ray's distributed sort and a look-up per block.

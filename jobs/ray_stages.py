@@ -19,7 +19,7 @@ import hashlib
 import pyarrow as pa
 
 from jobs.stages.decode import decode_videos
-from jobs.stages.label import Labeler
+from jobs.stages.label import Labeler, LabelParams
 from jobs.stages.windows import expand_windows
 
 
@@ -90,9 +90,9 @@ def windows_task(batch: pa.Table, *, tries, max_tries: int, **kwargs) -> pa.Tabl
 class ModelActor:
     """jobs.stages.label.Labeler in a Ray actor (one model per actor)."""
 
-    def __init__(self, *, tries, max_tries: int, **labeler_kwargs):
+    def __init__(self, *, tries, max_tries: int, params: LabelParams):
         self.tries, self.max_tries = tries, max_tries
-        self.labeler = Labeler(node=node_id(), **labeler_kwargs)
+        self.labeler = Labeler(params, node=node_id())
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         count_try(self.tries, batch, self.max_tries, "model")

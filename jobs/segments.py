@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from jobs.text import plural
+from jobs.topk import top_k
 
 MIN_LAST_FRACTION = 0.5
 VIDEO_LEVEL = -1
@@ -127,9 +128,8 @@ class VideoLevel:
             video.update(status="error", error=first["error"], error_kind=first["error_kind"])
             return video
         mean = np.mean([probs[r["segment_index"]] for r in ok], axis=0)
-        top = np.argsort(-mean, kind="stable")[: self.top_k]
-        video.update(status="ok", labels=[self.class_names[i] for i in top],
-                     scores=mean[top].astype(np.float32).tolist(), class_ids=top.tolist(),
+        ids, names, scores = top_k(mean[None, :], self.top_k, self.class_names)
+        video.update(status="ok", labels=names[0].tolist(), scores=scores[0].tolist(), class_ids=ids[0].tolist(),
                      probs=mean.astype(np.float32).tolist())
         for key in DECODER_FACTS:  # the same decoder and stream for every window
             video[key] = ok[0][key]

@@ -56,6 +56,30 @@ def s3_filesystem():
     return _S3[key]
 
 
+def source_kind(source: object, filesystem: Any = None) -> str:
+    """How a video source is opened: the one classifier of stam_core's decoders, its decode
+    worker and jobs' decode stages.
+
+    ``"path"``: a local path (a ``Path``, or a str that is not ``s3://`` when no filesystem
+    is given). ``"uri"``: read through a pyarrow filesystem (``s3://``, or any str with one).
+    ``"s3_exact_key"``: an ``s3://`` URI whose key pyarrow would change
+    (``pyarrow_reads_key_exactly``): it must be read by a client that sends the key as it is
+    and handed over as a file object (jobs does so with boto3). ``"bytes"``; ``"file"``: a
+    seekable binary file object. Anything else raises ``TypeError``.
+    """
+    if isinstance(source, Path) or (isinstance(source, str) and not is_s3_uri(source) and filesystem is None):
+        return "path"
+    if isinstance(source, str):
+        exact = filesystem is not None or pyarrow_reads_key_exactly(source[len(S3_SCHEME):])
+        return "uri" if exact else "s3_exact_key"
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return "bytes"
+    if all(hasattr(source, attr) for attr in ("read", "seek", "tell")):
+        return "file"
+    raise TypeError(f"unsupported video source {type(source).__name__}: "
+                    "use a path, s3:// URI, bytes or a seekable binary file object")
+
+
 def pyarrow_reads_key_exactly(path: str) -> bool:
     """Whether pyarrow's S3FileSystem addresses ``bucket/key`` exactly.
 

@@ -329,7 +329,7 @@ def test_decoding_runs_below_the_model_priority(tmp_path):
     video = make_sample_video(tmp_path / "v.mp4", seed=0, seconds=1.0)
     code = (
         "import os, sys\n"
-        "from jobs.stages.decode import DECODE_NICENESS, lower_priority\n"
+        "from jobs.stages.priority import DECODE_NICENESS, lower_priority\n"
         "from stam_core.video import decode_worker, read_clip\n"
         "lower_priority(); lower_priority()\n"
         "read_clip(sys.argv[1], 4, timeout=60)\n"

@@ -7,4 +7,6 @@
 
 Stateless stages are plain functions, the stateful one a small class (Ray Data's batch
 inference pattern). Each gets what it needs in its input batch, never by reaching back.
+The bodies take Arrow and give Arrow and never import Ray: jobs/ray_stages.py wraps them, and
+jobs/stage_list.py declares each as one ``Stage`` (kind, schemas, parameters) for the pipeline.
 """

@@ -1,16 +1,11 @@
 """Stage 1: decode and sample (stateless, CPU): work items -> decoded clips (jobs.stages.records)."""
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pyarrow as pa
 
+from jobs.stages.priority import lower_priority
 from jobs.stages.records import DECODE_INFO, WORK_ITEM, decoded_schema, frames_array
-
-# Decoding yields the CPU to the model where they share a node: the model's threads wait for
-# each other, so one preempted thread stalls them all, while decoding only has to keep up.
-DECODE_NICENESS = 10
 
 
 def decode_videos(batch: pa.Table, *, num_frames: int, timeout: float, max_pixels: int | None,
@@ -57,7 +52,3 @@ def decode_videos(batch: pa.Table, *, num_frames: int, timeout: float, max_pixel
     schema = decoded_schema(num_frames)
     return pa.table([columns[f.name] for f in schema], schema=schema)
 
-
-def lower_priority() -> None:
-    if hasattr(os, "setpriority"):  # absolute, so a reused Ray worker does not sink further
-        os.setpriority(os.PRIO_PROCESS, 0, max(DECODE_NICENESS, os.getpriority(os.PRIO_PROCESS, 0)))

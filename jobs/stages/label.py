@@ -5,12 +5,14 @@ import datetime as dt
 import logging
 import os
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from jobs.schema import output_schema
+from jobs.topk import top_k
 from jobs.stages.records import DECODE_INFO, FACTS, labelled_schema, ok_frames
 
 log = logging.getLogger("stam_label")
@@ -20,33 +22,58 @@ PASSED_THROUGH = ("video_uri", "segment_index", "error", "error_kind", "source_s
                   *(name for name in DECODE_INFO.names if name not in ("ok", "decode_node")))
 
 
+@dataclass(frozen=True)
+class LabelParams:
+    """What the model stage needs from the run: built once on the driver (``from_config``),
+    small and picklable, the model actor's only constructor argument besides the try counter."""
+
+    weights: str
+    sha256: str | None
+    precision: str
+    top_k: int
+    class_names: tuple[str, ...]
+    model_name: str
+    run_id: str
+    mode: str
+    embeddings: bool = False
+    probs: bool = False
+    threads: int | None = None
+
+    @classmethod
+    def from_config(cls, config, *, sha256: str | None, class_names, model_name: str, run_id: str,
+                    mode: str) -> LabelParams:
+        """The config's model fields plus what the driver learned (checkpoint hash, names, run)."""
+        return cls(weights=config.weights, sha256=sha256, precision=config.precision, top_k=config.top_k,
+                   class_names=tuple(class_names), model_name=model_name, run_id=run_id, mode=mode,
+                   embeddings=config.embeddings, probs=config.probs, threads=config.model_threads)
+
+
 class Labeler:
     """Holds one model; turns decoded batches into finished label rows (Arrow tables)."""
 
-    def __init__(self, *, weights: str, sha256: str | None, precision: str, top_k: int, class_names: list[str],
-                 model_name: str, run_id: str, mode: str, embeddings: bool, probs: bool, threads: int | None,
-                 node: str | None = None):
+    def __init__(self, params: LabelParams, node: str | None = None):
         import torch
 
         from stam_core.model import load_model
 
+        p = params
         if not torch.cuda.is_available():
             # Ray pins OMP threads to the actor's CPU share; on a CPU node the model should use
             # the cores it timeshares with decoding, as the sizing guide assumes.
-            torch.set_num_threads(threads or os.cpu_count() or 1)
+            torch.set_num_threads(p.threads or os.cpu_count() or 1)
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model = load_model(weights, device=device, precision=precision, sha256=sha256)
-        self.top_k = min(top_k, self.model.num_classes)
-        self.class_names = np.asarray(class_names, dtype=object)
-        self.output = output_schema(self.model.embed_dim if embeddings else 0, probs)
+        self.model = load_model(p.weights, device=device, precision=p.precision, sha256=p.sha256)
+        self.top_k = min(p.top_k, self.model.num_classes)
+        self.class_names = np.asarray(p.class_names, dtype=object)
+        self.output = output_schema(self.model.embed_dim if p.embeddings else 0, p.probs)
         self.schema = labelled_schema(self.output)
-        self.static = {"model": model_name, "weights_sha256": sha256, "precision": self.model.precision,
-                       "run_id": run_id, "mode": mode}
-        self.windowed = mode != "video"
+        self.static = {"model": p.model_name, "weights_sha256": p.sha256, "precision": self.model.precision,
+                       "run_id": p.run_id, "mode": p.mode}
+        self.windowed = p.mode != "video"
         self.node = node  # the Ray node it runs on (a FACT for the driver); null outside Ray
         # Rows carry self.model.precision; the driver logs it once from the first batch.
-        log.info("model %s loaded on %s, precision %s (requested %s)", model_name, device,
-                 self.model.precision, precision)
+        log.info("model %s loaded on %s, precision %s (requested %s)", p.model_name, device,
+                 self.model.precision, p.precision)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         ok = batch["ok"].to_numpy(zero_copy_only=False)
@@ -84,10 +111,9 @@ class Labeler:
 
     def _top_k(self, probs: np.ndarray, ok: np.ndarray) -> dict[str, pa.Array]:
         """Top-k names, scores and class ids per row; null on rows that failed."""
-        top = np.argsort(-probs, axis=1, kind="stable")[:, : self.top_k].astype(np.int32)
-        return {"labels": _per_ok_row(self.class_names[top], ok, pa.string()),
-                "scores": _per_ok_row(np.take_along_axis(probs, top, axis=1), ok),
-                "class_ids": _per_ok_row(top, ok, pa.int32())}
+        ids, names, scores = top_k(probs, self.top_k, self.class_names)
+        return {"labels": _per_ok_row(names, ok, pa.string()), "scores": _per_ok_row(scores, ok),
+                "class_ids": _per_ok_row(ids, ok, pa.int32())}
 
 
 def _per_ok_row(values: np.ndarray, ok: np.ndarray, value_type: pa.DataType = pa.float32()) -> pa.Array:

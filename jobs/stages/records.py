@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from jobs.schema import output_schema
 from stam_core.video.frames import CROP
 
 WORK_ITEM = pa.schema([
@@ -28,20 +29,13 @@ WORK_ITEM = pa.schema([
     ("error_kind", pa.string()),
 ])
 
-# What the decoder saw; null on a row that failed. Types as in the output schema.
+# What the decoder saw; null on a row that failed. The facts' types are the output schema's
+# (jobs/schema.py), so they are declared there only.
+DECODER_COLUMNS = ("duration_s", "fps", "width", "height", "codec", "decoder", "frame_indices", "frame_timestamps",
+                   "warnings", "resize", "decode_cpu_ms")
 DECODE_INFO = pa.schema([
     ("ok", pa.bool_()),
-    ("duration_s", pa.float64()),
-    ("fps", pa.float64()),
-    ("width", pa.int32()),
-    ("height", pa.int32()),
-    ("codec", pa.string()),
-    ("decoder", pa.string()),
-    ("frame_indices", pa.list_(pa.int32())),
-    ("frame_timestamps", pa.list_(pa.float64())),
-    ("warnings", pa.list_(pa.string())),
-    ("resize", pa.string()),
-    ("decode_cpu_ms", pa.float32()),
+    *((name, output_schema().field(name).type) for name in DECODER_COLUMNS),
     ("decode_node", pa.string()),  # the Ray node that decoded it
 ])
 

@@ -16,9 +16,9 @@ from collections.abc import Iterator
 
 from jobs.listing.rows import short
 from jobs.listing.s3 import NOT_FOUND, error_code
-from jobs.storage import is_s3, local_path, split_s3
+from jobs.storage import local_path, split_s3
 from jobs.storage import s3_client as client
-from stam_core.storage import pyarrow_reads_key_exactly
+from stam_core.storage import source_kind
 
 READ_BUFFER = 1 << 20  # bytes per ranged GET: the decoder reads ~64 KB at a time
 BODY_ATTEMPTS = 3  # a GET whose body breaks off is asked again (botocore retries the request, not the body)
@@ -33,7 +33,7 @@ def open_video(video_uri: str) -> Iterator[object]:
     """
     from stam_core import VideoError
 
-    if not is_s3(video_uri) or pyarrow_reads_key_exactly(video_uri[len("s3://"):]):
+    if source_kind(local_path(video_uri)) != "s3_exact_key":  # stam_core opens it itself
         yield local_path(video_uri)
         return
     reader = io.BufferedReader(S3ObjectReader(video_uri), READ_BUFFER)

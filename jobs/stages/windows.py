@@ -10,7 +10,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from jobs.segments import VIDEO_LEVEL, plan_windows
-from jobs.stages.decode import lower_priority
+from jobs.stages.priority import lower_priority
 from jobs.stages.records import WORK_ITEM
 from jobs.stages.sources import open_video
 

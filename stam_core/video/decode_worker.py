@@ -60,6 +60,7 @@ from stam_core.errors import (
     VideoOutOfMemoryError,
     VideoTimeoutError,
 )
+from stam_core.storage import source_kind
 from stam_core.video.clip import source_name
 
 log = logging.getLogger(__name__)
@@ -257,20 +258,18 @@ def stop_worker() -> None:
 
 
 def _source_spec(source: Any, filesystem: Any) -> tuple[tuple, Any]:
-    if isinstance(source, Path) or isinstance(source, str) and not source.startswith("s3://") and filesystem is None:
+    kind = source_kind(source, filesystem)  # raises TypeError for anything else
+    if kind == "path":
         return ("path", os.path.abspath(os.fspath(source))), None  # the worker's cwd may differ
-    if isinstance(source, str):
+    if kind in ("uri", "s3_exact_key"):
         return ("uri", source, pickle.dumps(filesystem) if filesystem is not None else None), None
-    if isinstance(source, (bytes, bytearray, memoryview)):
+    if kind == "bytes":
         return ("bytes", bytes(source)), None
-    if all(hasattr(source, attr) for attr in ("read", "seek", "tell")):
-        try:
-            size = source.seek(0, os.SEEK_END)
-        except (OSError, ValueError) as exc:
-            raise TypeError(f"file object sources must be seekable ({exc})") from exc
-        return ("file", size), source
-    raise TypeError(f"unsupported video source {type(source).__name__}: "
-                    "use a path, s3:// URI, bytes or a seekable binary file object")
+    try:
+        size = source.seek(0, os.SEEK_END)
+    except (OSError, ValueError) as exc:
+        raise TypeError(f"file object sources must be seekable ({exc})") from exc
+    return ("file", size), source
 
 
 def _serve_read(fileobj: Any, offset: int, size: int) -> tuple:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import errno
 import io
 import os
-from pathlib import Path
 from typing import Any
 
 from stam_core.errors import (
@@ -16,7 +15,7 @@ from stam_core.errors import (
     VideoOutOfMemoryError,
     VideoReadError,
 )
-from stam_core.storage import s3_filesystem
+from stam_core.storage import s3_filesystem, source_kind
 from stam_core.video.clip import Source
 
 REMOTE_BUFFER = 1 << 20  # bytes per read from S3: one ranged GET each, so not too small
@@ -25,10 +24,11 @@ LOCAL_BUFFER = 1 << 16
 
 def open_input(name: str, source: Source, filesystem: Any) -> tuple[Any, int | None, int]:
     """(what av.open / decord take, size in bytes if known, read buffer size)."""
-    if isinstance(source, (bytes, bytearray, memoryview)):
+    kind = source_kind(source, filesystem)  # raises TypeError for anything else
+    if kind == "bytes":
         data = bytes(source)
         return io.BytesIO(data), len(data), LOCAL_BUFFER
-    if isinstance(source, Path) or (isinstance(source, str) and not source.startswith("s3://") and filesystem is None):
+    if kind == "path":
         path = os.fspath(source)
         try:
             size = os.stat(path).st_size
@@ -47,11 +47,8 @@ def open_input(name: str, source: Source, filesystem: Any) -> tuple[Any, int | N
             except OSError as exc:
                 raise VideoReadError(name, f"cannot read: {exc.strerror or exc}") from exc
         return path, size, LOCAL_BUFFER
-    if isinstance(source, str):
+    if kind in ("uri", "s3_exact_key"):  # a key pyarrow changes is the caller's to avoid (jobs does)
         return _open_remote(name, source, filesystem)
-    if not all(hasattr(source, attr) for attr in ("read", "seek", "tell")):
-        raise TypeError(f"unsupported video source {type(source).__name__}: "
-                        "use a path, s3:// URI, bytes or a seekable binary file object")
     try:
         size = source.seek(0, io.SEEK_END)
         source.seek(0)
