@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from jobs.columns import KEY, SKIP_KEY
 from jobs.listing.rows import LISTING_SCHEMA
 from jobs.lookup import rows_of
 from jobs.schema import OPTION_ERROR_KINDS, RETRYABLE_ERROR_KINDS, plain
@@ -38,11 +39,10 @@ PLAN_COLUMNS = tuple(PLAN_TYPES)
 LOCAL_PLAN_MAX_ROWS = 200_000
 MAX_BLOCKS = 100_000  # Ray's per-block bookkeeping: beyond this, blocks grow instead
 
-DONE_COLUMNS = ("video_uri", "source_version")  # the skip test's join key
+DONE_COLUMNS = SKIP_KEY  # the skip test's join key
 # What done_filter reads (after reading: files written by delta-rs may hold string_view columns,
 # which a scan-time filter against a plain string literal does not match).
-DONE_FILTER_COLUMNS = ("video_uri", "source_version", "weights_sha256", "mode", "segment_index", "status",
-                       "error_kind")
+DONE_FILTER_COLUMNS = (*KEY, "source_version", "weights_sha256", "status", "error_kind")
 
 
 def done_filter(weights_sha256: str | None, mode: str) -> pc.Expression:

@@ -13,16 +13,15 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from jobs.columns import IDENTITY, KEY, SOURCE, STREAM_FACTS
 from jobs.text import plural
 from jobs.topk import top_k
 
 MIN_LAST_FRACTION = 0.5
 VIDEO_LEVEL = -1
 MAX_VIDEO_WARNINGS = 10
-# What a video-level row takes from its windows: who labelled which file, and (when ok) the stream.
-VIDEO_IDENTITY = ("video_uri", "mode", "source_size", "source_version", "model", "weights_sha256", "precision",
-                  "run_id")
-DECODER_FACTS = ("fps", "width", "height", "codec", "decoder", "resize")
+# What a video-level row takes from its windows: who labelled which file (and, when ok, STREAM_FACTS).
+VIDEO_IDENTITY = (*(c for c in KEY if c != "segment_index"), *SOURCE, *IDENTITY)
 
 
 def video_row_index(mode: str) -> int:
@@ -131,7 +130,7 @@ class VideoLevel:
         ids, names, scores = top_k(mean[None, :], self.top_k, self.class_names)
         video.update(status="ok", labels=names[0].tolist(), scores=scores[0].tolist(), class_ids=ids[0].tolist(),
                      probs=mean.astype(np.float32).tolist())
-        for key in DECODER_FACTS:  # the same decoder and stream for every window
+        for key in STREAM_FACTS:  # the same decoder and stream for every window
             video[key] = ok[0][key]
         if self.embeddings:
             video["embedding"] = np.mean([r["embedding"] for r in ok], axis=0).astype(np.float32).tolist()

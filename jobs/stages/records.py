@@ -14,13 +14,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from jobs.columns import DECODER_FACTS, SOURCE
 from jobs.schema import output_schema
 from stam_core.video.frames import CROP
 
 WORK_ITEM = pa.schema([
-    ("video_uri", pa.string()),
-    ("source_size", pa.int64()),
-    ("source_version", pa.string()),
+    *((name, output_schema().field(name).type) for name in ("video_uri", *SOURCE)),
     ("segment_index", pa.int32()),  # the window's index; 0 for a whole video
     ("num_segments", pa.int32()),  # windows of the video; 1 for a whole video
     ("start_s", pa.float64()),  # the window's bounds; null: the whole video
@@ -31,11 +30,9 @@ WORK_ITEM = pa.schema([
 
 # What the decoder saw; null on a row that failed. The facts' types are the output schema's
 # (jobs/schema.py), so they are declared there only.
-DECODER_COLUMNS = ("duration_s", "fps", "width", "height", "codec", "decoder", "frame_indices", "frame_timestamps",
-                   "warnings", "resize", "decode_cpu_ms")
 DECODE_INFO = pa.schema([
     ("ok", pa.bool_()),
-    *((name, output_schema().field(name).type) for name in DECODER_COLUMNS),
+    *((name, output_schema().field(name).type) for name in DECODER_FACTS),
     ("decode_node", pa.string()),  # the Ray node that decoded it
 ])
 
