@@ -102,12 +102,12 @@ def cli_child(argv: list[str]) -> None:
 
     def timed_dry(*a, **k):
         out = dry(*a, **k)
-        times["first_items_taken"] = time.time()  # work.take(10): the first work items
+        times["first_items_taken"] = time.time()  # the plan's first ten URIs are known
         return out
 
-    import stam_core.model
+    import stam_core.checkpoint_header  # the driver reads the header without torch
 
-    check = stam_core.model.read_checkpoint_info
+    check = stam_core.checkpoint_header.read_info
 
     def timed_check(*a, **k):
         times["weights_check_start"] = time.time()
@@ -116,7 +116,7 @@ def cli_child(argv: list[str]) -> None:
         return out
 
     pipeline.connect_ray, plan.build, pipeline._dry_run = timed_connect, timed_build, timed_dry
-    stam_core.model.read_checkpoint_info = timed_check
+    stam_core.checkpoint_header.read_info = timed_check
     from jobs.cli import main
 
     try:

@@ -47,6 +47,7 @@ from jobs.segments import VideoLevel
 from jobs.stages.label import LabelParams
 from jobs.stages.records import split_labelled
 from jobs.storage import StorageError
+from jobs.text import plural
 from jobs.table import CommitError, LabelTable
 from stam_core.classes import load_class_names
 from stam_core.errors import CheckpointError
@@ -81,7 +82,6 @@ def run_job(config: JobConfig) -> RunSummary:
     class_names = _class_names(config.labels_file, info.num_classes)
     model_name = config.model_name or info.name
 
-    connect_ray(config.address)
     summary = RunSummary(run_id, config.output_uri, dry_run=config.dry_run)  # each commit's counts add up here
     if config.dry_run:
         return _dry_run(config, table, info, mode, summary, started)
@@ -105,8 +105,8 @@ def run_job(config: JobConfig) -> RunSummary:
             summary.listed, summary.skipped, summary.total = plan.listed, plan.skipped, plan.total
             record.update(plan={"listed": plan.listed, "skipped": plan.skipped, "to_label": plan.total,
                                 "path": plan.path})
-            log.info("run %s: %d videos listed, %d already labelled, %d to label", run_id, plan.listed,
-                     plan.skipped, plan.total)
+            log.info("run %s: %s listed, %d already labelled, %d to label", run_id,
+                     plural(plan.listed, "video"), plan.skipped, plan.total)
             if plan.total:
                 table.ensure_created(schema)
                 summary.execution_started_at = time.time()
@@ -143,11 +143,15 @@ def _ended(summary: RunSummary, started: float) -> dict:
 
 
 def _plan(config: JobConfig, table: LabelTable, weights_sha256: str | None, mode: str, *, path: str | None):
-    """The plan (jobs/plan.py) from the options it needs; ``path=None``: not persisted (a dry run)."""
+    """The plan (jobs/plan.py) from the options it needs; ``path=None``: not persisted (a dry run).
+
+    Ray starts (or is joined) only when the plan needs it: a rerun with nothing new to label in
+    a small folder or prefix never starts it.
+    """
     return planning.build(table, config.input_uri, extensions=config.extensions,
                           allow_local_paths=config.allow_local_paths, weights_sha256=weights_sha256, mode=mode,
                           relabel=config.relabel, limit=config.limit, videos_per_task=config.videos_per_task,
-                          path=path)
+                          path=path, ray_ready=lambda: connect_ray(config.address))
 
 
 def _label(config: JobConfig, work, committer: Committer, summary: RunSummary, info, class_names: list[str],
@@ -236,9 +240,9 @@ def _signals_interrupt():
 
 def _dry_run(config: JobConfig, table: LabelTable, info, mode: str, summary: RunSummary,
              started: float) -> RunSummary:
-    plan, work = _plan(config, table, info.weights_sha256, mode, path=None)
+    plan, _ = _plan(config, table, info.weights_sha256, mode, path=None)
     summary.listed, summary.skipped, summary.total = plan.listed, plan.skipped, plan.total
-    summary.first_uris = [] if work is None else [r["video_uri"] for r in work.take(10)]
+    summary.first_uris = plan.first
     summary.estimated_decode_cpu_h = plan.total * DECODE_CPU_S_PER_VIDEO / 3600
     summary.elapsed_s = time.time() - started
     return summary

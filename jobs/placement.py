@@ -43,6 +43,7 @@ def connect_ray(address: str | None) -> None:
         # (jobs/local_ray.py); its workers inherit this environment, as a ray.init() local Ray's
         # do. (ray.init() alone would join the cluster last started with `ray start` on this
         # machine, /tmp/ray/ray_current_cluster, and wait for it when that cluster is gone.)
+        log.info("starting a local Ray head for this run")
         address = LocalRayHead().start().address
     import ray
 

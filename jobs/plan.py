@@ -17,7 +17,8 @@ few row groups.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -37,6 +38,9 @@ PLAN_COLUMNS = tuple(PLAN_TYPES)
 # Plans up to this many listed videos are sorted and looked up on the driver (about 60 MB of
 # Arrow at most); larger ones with Ray's distributed sort and a look-up per block.
 LOCAL_PLAN_MAX_ROWS = 200_000
+# A folder or prefix is listed on the driver (no Ray) unless its listing passes that many rows or
+# this many seconds; then Ray lists it again, spread over the cluster.
+LIST_HERE_MAX_S = 5.0
 MAX_BLOCKS = 100_000  # Ray's per-block bookkeeping: beyond this, blocks grow instead
 
 DONE_COLUMNS = SKIP_KEY  # the skip test's join key
@@ -76,6 +80,7 @@ class Plan:
     total: int  # videos to label
     path: str | None  # the persisted plan (None for a dry run or an empty plan)
     table_version: int | None = None  # the label table's version the plan was made against
+    first: list[str] = field(default_factory=list)  # the first video_uris to label (up to 10, for --dry-run)
 
 
 def listing(input_uri: str, *, extensions: tuple[str, ...], allow_local_paths: bool):
@@ -87,35 +92,50 @@ def listing(input_uri: str, *, extensions: tuple[str, ...], allow_local_paths: b
 
 def build(table: LabelTable, input_uri: str, *, extensions: tuple[str, ...], allow_local_paths: bool,
           weights_sha256: str | None, mode: str, relabel: bool, limit: int | None, videos_per_task: int,
-          path: str | None) -> tuple[Plan, object]:
-    """The run's plan and a dataset of its work items, sorted by video_uri.
+          path: str | None, ray_ready: Callable[[], None] = lambda: None) -> tuple[Plan, object]:
+    """The run's plan and a dataset of its work items (None when there is none), sorted by video_uri.
 
     The plan is persisted at ``path`` (jobs.runs.plan_path) and its dataset read from there;
-    ``path=None`` (a dry run) persists nothing.
+    ``path=None`` (a dry run) persists nothing and makes no dataset. ``ray_ready`` is called
+    before the first use of Ray: a small folder or prefix is listed here, and a plan with
+    nothing to label (a rerun) or a small dry run never needs Ray.
     """
+    from jobs.listing import list_here
+
     snapshot = table.snapshot()
     version = None if snapshot is None else snapshot.version()
-    listed_ds = listing(input_uri, extensions=extensions, allow_local_paths=allow_local_paths).materialize()  # in Ray's object store, not on the driver
-    listed = listed_ds.count()
     done = None if relabel else done_filter(weights_sha256, mode)
-    if listed <= LOCAL_PLAN_MAX_ROWS:
-        todo = _small_plan(listed_ds, table, done)
+    here = list_here(input_uri, extensions=extensions, max_rows=LOCAL_PLAN_MAX_ROWS, max_seconds=LIST_HERE_MAX_S)
+    if here is not None:
+        listed = here.num_rows
+        todo = _local_plan([here], table, done)
+    else:
+        ray_ready()
+        listed_ds = listing(input_uri, extensions=extensions, allow_local_paths=allow_local_paths).materialize()  # in Ray's object store, not on the driver
+        listed = listed_ds.count()
+        todo = _small_plan(listed_ds, table, done) if listed <= LOCAL_PLAN_MAX_ROWS else None
+    if todo is not None:
         to_label = todo.num_rows
         if limit is not None:
             todo = todo.slice(0, limit)
         total = todo.num_rows
+        first = todo["video_uri"].slice(0, 10).to_pylist()
+        if path is None or not total:
+            return Plan(listed, listed - to_label, total, None, version, first), None
+        ray_ready()
         import ray
 
-        todo_ds = ray.data.from_arrow(todo) if total else None
+        todo_ds = ray.data.from_arrow(todo)
     else:
         todo_ds = _large_plan(listed_ds, table, weights_sha256, mode, relabel)
         to_label = todo_ds.count()
         if limit is not None:
             todo_ds = todo_ds.limit(limit)  # the first N still to label; the rest wait
         total = min(to_label, limit) if limit is not None else to_label
+        first = [r["video_uri"] for r in todo_ds.take(10)]
+        if path is None or not total:
+            return Plan(listed, listed - to_label, total, None, version, first), None
     skipped = listed - to_label
-    if path is None or not total:
-        return Plan(listed, skipped, total, None, version), todo_ds
     todo_ds.write_parquet(path, filesystem=table.fs)
     # Read back, the plan file is one block: one decode task, one commit. It is split into blocks
     # of a decode task's share by Ray's streaming repartition, a map step: a repartition into N
@@ -125,12 +145,12 @@ def build(table: LabelTable, input_uri: str, *, extensions: tuple[str, ...], all
     # window mode a video per block, as each becomes many windows.
     per_block = videos_per_task if mode == "video" else 1
     rows_per_block = max(per_block, -(-total // MAX_BLOCKS))
-    return Plan(listed, skipped, total, path, version), read(table, path).repartition(
+    return Plan(listed, skipped, total, path, version, first), read(table, path).repartition(
         target_num_rows_per_block=rows_per_block)
 
 
 def _small_plan(listed_ds, table: LabelTable, done: pc.Expression | None) -> pa.Table:
-    """Up to LOCAL_PLAN_MAX_ROWS listed videos: sorted and looked up on the driver.
+    """Up to LOCAL_PLAN_MAX_ROWS listed videos, listed on Ray: sorted and looked up on the driver.
 
     Ray's shuffles start aggregator actors (about 14 s each on 2 cores) whatever the size; a
     small plan is cheaper here, and its memory is bounded by the threshold.
@@ -138,8 +158,12 @@ def _small_plan(listed_ds, table: LabelTable, done: pc.Expression | None) -> pa.
     import ray
 
     refs = listed_ds.to_arrow_refs()
-    parts = [_plan_rows(t) for t in ray.get(refs)] if refs else []
-    parts = [t for t in parts if t.num_rows]
+    return _local_plan(ray.get(refs) if refs else [], table, done)
+
+
+def _local_plan(blocks: list[pa.Table], table: LabelTable, done: pc.Expression | None) -> pa.Table:
+    """Listed blocks, sorted by video_uri, without what is done (the skip test, on the driver)."""
+    parts = [t for t in map(_plan_rows, blocks) if t.num_rows]
     if not parts:
         return _plan_rows(None)
     listed = pa.concat_tables(parts).sort_by("video_uri")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import subprocess
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -131,6 +132,34 @@ def test_hostile_entries_mixed_with_good_files_plan(path, where, tmp_path, local
                                 weights_sha256="w1", mode="video", relabel=False, limit=None,
                                 videos_per_task=4, path=None)
     assert (plan.listed, plan.total) == (expected, expected)
-    uris = [r["video_uri"] for r in work.take_all()]
+    assert work is None  # a dry run's plan: no dataset, the first URIs only
+    uris = plan.first
     assert uris == sorted(uris) and len(uris) == expected
     assert any(u.endswith("good.mp4") for u in uris)
+
+
+def test_rerun_with_nothing_to_label_starts_no_ray(tmp_path, tiny_weights, ray_head):
+    """A nightly rerun over a labelled folder lists it on the driver and never starts Ray."""
+    from jobs.tools.samples import make_sample_video
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    make_sample_video(videos / "a.mp4", seed=1, seconds=1.0, fps=4, size=(64, 48))
+    out = tmp_path / "out"
+    cmd = [str(VENV_BIN / "stam-label"), "run", str(videos), str(out), "--weights", str(tiny_weights)]
+    first = subprocess.run([*cmd, "--address", ray_head], capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    started = time.monotonic()
+    again = subprocess.run([*cmd, "-v"], capture_output=True, text=True, timeout=300, env=env)
+    took = time.monotonic() - started
+    assert again.returncode == 0, again.stderr
+    assert "0 ok, 0 error, 1 skipped (of 1 listed)" in again.stdout
+    assert "starting a local Ray head" not in again.stderr and "Ray" not in again.stderr, again.stderr
+    assert took < 8, f"a rerun with nothing to label took {took:.1f} s"
+    # A new video: now Ray starts (the run's own head) and labels it.
+    make_sample_video(videos / "b.mp4", seed=2, seconds=1.0, fps=4, size=(64, 48))
+    third = subprocess.run([*cmd, "-v"], capture_output=True, text=True, timeout=300, env=env)
+    assert third.returncode == 0, third.stderr
+    assert "starting a local Ray head" in third.stderr
+    assert "1 ok, 0 error, 1 skipped (of 2 listed)" in third.stdout

@@ -46,15 +46,18 @@ objects; never a HEAD of the bucket or of the prefix itself.
 from __future__ import annotations
 
 import os
+import time
+
+import pyarrow as pa
 
 from jobs.listing.inventory import INVENTORY_NAME, inventory
 from jobs.listing.manifest import MANIFEST_EXTENSIONS, manifest
 from jobs.listing.rows import LISTING_SCHEMA
 from jobs.listing.s3 import S3_LIST_CPUS, check_prefix
-from jobs.listing.tree import tree
+from jobs.listing.tree import tree, walk_here
 from jobs.storage import DEFAULT_EXTENSIONS, StorageError, is_s3, local_key, local_path, split_s3
 
-__all__ = ["LISTING_SCHEMA", "list_source", "local_key", "local_path"]
+__all__ = ["LISTING_SCHEMA", "list_here", "list_source", "local_key", "local_path"]
 
 
 def list_source(input_uri: str, *, extensions: tuple[str, ...] = DEFAULT_EXTENSIONS,
@@ -71,13 +74,34 @@ def list_source(input_uri: str, *, extensions: tuple[str, ...] = DEFAULT_EXTENSI
         return inventory(input_uri, exts)
     if lower.endswith(MANIFEST_EXTENSIONS):
         return manifest(input_uri, allow_local_paths)
+    root = _tree_root(input_uri)
+    return tree(root, exts, S3_LIST_CPUS if is_s3(root) else 1.0)
+
+
+def list_here(input_uri: str, *, extensions: tuple[str, ...], max_rows: int, max_seconds: float) -> pa.Table | None:
+    """A small folder or prefix listed in this process, without Ray: a table with LISTING_SCHEMA
+    (not sorted), or None when INPUT is a manifest or an inventory, or its listing passes
+    ``max_rows`` rows or ``max_seconds`` (then ``list_source`` lists it on Ray).
+
+    A rerun over a folder whose videos are all labelled then needs no Ray at all. Raises
+    StorageError as ``list_source`` does.
+    """
+    lower = input_uri.lower()
+    if lower.rstrip("/").rsplit("/", 1)[-1] == INVENTORY_NAME or lower.endswith(MANIFEST_EXTENSIONS):
+        return None
+    exts = tuple(e.lower() for e in extensions)
+    return walk_here(_tree_root(input_uri), exts, max_rows=max_rows, deadline=time.monotonic() + max_seconds)
+
+
+def _tree_root(input_uri: str) -> str:
+    """The folder's key or the ``s3://bucket/prefix/`` to walk; StorageError when it cannot be."""
     if is_s3(input_uri):
         bucket, prefix = split_s3(input_uri)
         if not bucket:
             raise StorageError(f"{input_uri}: no bucket in the S3 URI")
         prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
         check_prefix(input_uri, bucket, prefix)
-        return tree(f"s3://{bucket}/{prefix}", exts, S3_LIST_CPUS)
+        return f"s3://{bucket}/{prefix}"
     if "://" in input_uri and not input_uri.startswith("file://"):
         raise StorageError(f"{input_uri}: unsupported storage scheme (use a local path or s3://)")
     root = local_key(input_uri)
@@ -87,4 +111,4 @@ def list_source(input_uri: str, *, extensions: tuple[str, ...] = DEFAULT_EXTENSI
         raise StorageError(f"{input_uri}: input {why}")
     if not os.access(path, os.R_OK | os.X_OK):
         raise StorageError(f"{input_uri}: input folder is not readable (permission denied)")
-    return tree(root, exts, 1.0)
+    return root

@@ -47,8 +47,8 @@ def manifest(input_uri: str, allow_local_paths: bool):
             column_types={k: v for k, v in types.items() if k in columns},
             include_columns=[c for c in ("video_uri", size_col, "source_version") if c and c in columns]))
     else:
-        raw = ray.data.read_parquet(path, filesystem=fs,
-                                    columns=[c for c in ("video_uri", size_col, "source_version") if c])
+        raw = ray.data.read_parquet(path, filesystem=fs).select_columns(
+            [c for c in ("video_uri", size_col, "source_version") if c])
     rows = raw.map_batches(normalise_batch, batch_format="pyarrow", fn_kwargs={
         "manifest": input_uri, "base": base, "in_s3": in_s3, "allow_local": allow_local_paths,
         "size_col": size_col, "has_version": has_version})

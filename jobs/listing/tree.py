@@ -7,6 +7,7 @@ runs only when the first found fewer than ``split_target()`` sub-folders.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pyarrow as pa
@@ -48,6 +49,32 @@ def tree(root: str, exts: tuple[str, ...], cpus: float):
     return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
 
 
+def walk_here(root: str, exts: tuple[str, ...], *, max_rows: int, deadline: float) -> pa.Table | None:
+    """Every matching file under ``root``, listed in this process: a table, or None once the
+    listing passes ``max_rows`` rows or the ``deadline`` (time.monotonic), checked after each
+    folder or S3 page, so that a big tree costs at most that before Ray lists it."""
+    rows, parts, count = Rows(), [], 0
+    for _ in walk(root, exts, rows):
+        if count + len(rows) > max_rows or time.monotonic() > deadline:
+            return None
+        if len(rows) >= ROWS_PER_TABLE:
+            count += len(rows)
+            parts.append(rows.take())
+    parts.append(rows.take())
+    return pa.concat_tables(parts)
+
+
+def walk(root: str, exts: tuple[str, ...], rows: Rows) -> Iterator[None]:
+    """Recursive listing of one folder or prefix into ``rows``, yielding after each folder or S3 page."""
+    if is_s3(root):
+        yield from s3_pages(root, exts, rows)
+        return
+    stack = [root]
+    while stack:
+        local_scan(stack.pop(), exts, rows, subdirs=stack.append)
+        yield
+
+
 def split_target() -> int:
     import ray
 
@@ -84,18 +111,10 @@ def walk_batch(batch: pa.Table, *, exts) -> Iterator[pa.Table]:
     yielded = False
     for dir_key in batch[DIR].to_pylist():
         rows = Rows()
-        if is_s3(dir_key):
-            for _ in s3_pages(dir_key, exts, rows):
-                if len(rows) >= ROWS_PER_TABLE:
-                    yielded = True
-                    yield rows.take()
-        else:
-            stack = [dir_key]
-            while stack:
-                local_scan(stack.pop(), exts, rows, subdirs=stack.append)
-                if len(rows) >= ROWS_PER_TABLE:
-                    yielded = True
-                    yield rows.take()
+        for _ in walk(dir_key, exts, rows):
+            if len(rows) >= ROWS_PER_TABLE:
+                yielded = True
+                yield rows.take()
         if len(rows) or not yielded:
             yielded = True
             yield rows.take()
