@@ -47,8 +47,8 @@ from jobs.segments import VideoLevel
 from jobs.stages.label import LabelParams
 from jobs.stages.records import split_labelled
 from jobs.storage import StorageError
-from jobs.text import plural
 from jobs.table import CommitError, LabelTable
+from jobs.text import plural
 from stam_core.classes import load_class_names
 from stam_core.errors import CheckpointError
 from stam_core.weights import redact_url

@@ -12,8 +12,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import VENV_BIN
+
 from jobs import plan as planning
 from jobs.pipeline import JobConfig
 from jobs.runs import plan_path
