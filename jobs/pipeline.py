@@ -151,7 +151,7 @@ def _plan(config: JobConfig, table: LabelTable, weights_sha256: str | None, mode
     return planning.build(table, config.input_uri, extensions=config.extensions,
                           allow_local_paths=config.allow_local_paths, weights_sha256=weights_sha256, mode=mode,
                           relabel=config.relabel, limit=config.limit, videos_per_task=config.videos_per_task,
-                          path=path, ray_ready=lambda: connect_ray(config.address))
+                          path=path, ray_ready=lambda: _connect_keeping_signals(config.address))
 
 
 def _label(config: JobConfig, work, committer: Committer, summary: RunSummary, info, class_names: list[str],
@@ -217,6 +217,16 @@ def _commit_what_is_done(committer: Committer | None, summary: RunSummary) -> No
         summary.committed(committer.flush())
     except CommitError as exc:
         log.error("could not commit the last rows before stopping: %s", exc)
+
+
+def _connect_keeping_signals(address: str | None) -> None:
+    """connect_ray, called inside the run (when the plan first needs Ray), keeping the run's
+    SIGTERM handler: ray.init installs its own, which exits at once (status 15) without
+    committing what is labelled."""
+    handler = signal.getsignal(signal.SIGTERM)
+    connect_ray(address)
+    if signal.getsignal(signal.SIGTERM) is not handler and handler is not None:
+        signal.signal(signal.SIGTERM, handler)
 
 
 @contextmanager
