@@ -80,7 +80,7 @@ class Plan:
     total: int  # videos to label
     path: str | None  # the persisted plan (None for a dry run or an empty plan)
     table_version: int | None = None  # the label table's version the plan was made against
-    first: list[str] = field(default_factory=list)  # the first video_uris to label (up to 10, for --dry-run)
+    first: list[str] = field(default_factory=list)  # a dry run's first video_uris to label (up to 10)
 
 
 def listing(input_uri: str, *, extensions: tuple[str, ...], allow_local_paths: bool):
@@ -114,29 +114,27 @@ def build(table: LabelTable, input_uri: str, *, extensions: tuple[str, ...], all
         listed_ds = listing(input_uri, extensions=extensions, allow_local_paths=allow_local_paths).materialize()  # in Ray's object store, not on the driver
         listed = listed_ds.count()
         todo = _small_plan(listed_ds, table, done) if listed <= LOCAL_PLAN_MAX_ROWS else None
-    if todo is not None:
+    if todo is not None:  # an Arrow table on the driver
         to_label = todo.num_rows
-        if limit is not None:
-            todo = todo.slice(0, limit)
-        total = todo.num_rows
-        first = todo["video_uri"].slice(0, 10).to_pylist()
-        if path is None or not total:
-            return Plan(listed, listed - to_label, total, None, version, first), None
-        ray_ready()
-        import ray
-
-        todo_ds = ray.data.from_arrow(todo)
+        todo = todo.slice(0, limit) if limit is not None else todo
+        total, first = todo.num_rows, todo["video_uri"].slice(0, 10).to_pylist()
     else:
         todo_ds = _large_plan(listed_ds, table, weights_sha256, mode, relabel)
         to_label = todo_ds.count()
         if limit is not None:
             todo_ds = todo_ds.limit(limit)  # the first N still to label; the rest wait
         total = min(to_label, limit) if limit is not None else to_label
-        first = [r["video_uri"] for r in todo_ds.take(10)]
-        if path is None or not total:
-            return Plan(listed, listed - to_label, total, None, version, first), None
-    skipped = listed - to_label
+        first = [r["video_uri"] for r in todo_ds.take(10)] if path is None else []
+    plan = Plan(listed, listed - to_label, total, None, version, first)
+    if path is None or not total:
+        return plan, None
+    if todo is not None:
+        ray_ready()
+        import ray
+
+        todo_ds = ray.data.from_arrow(todo)
     todo_ds.write_parquet(path, filesystem=table.fs)
+    plan.path = path
     # Read back, the plan file is one block: one decode task, one commit. It is split into blocks
     # of a decode task's share by Ray's streaming repartition, a map step: a repartition into N
     # blocks is an all-to-all step, and Ray Data turns its no-progress guard off for a pipeline
@@ -145,8 +143,7 @@ def build(table: LabelTable, input_uri: str, *, extensions: tuple[str, ...], all
     # window mode a video per block, as each becomes many windows.
     per_block = videos_per_task if mode == "video" else 1
     rows_per_block = max(per_block, -(-total // MAX_BLOCKS))
-    return Plan(listed, skipped, total, path, version, first), read(table, path).repartition(
-        target_num_rows_per_block=rows_per_block)
+    return plan, read(table, path).repartition(target_num_rows_per_block=rows_per_block)
 
 
 def _small_plan(listed_ds, table: LabelTable, done: pc.Expression | None) -> pa.Table:

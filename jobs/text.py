@@ -13,6 +13,8 @@ def plural(count: int, noun: str, many: str | None = None) -> str:
 def cpu_time(hours: float) -> str:
     """A CPU-time estimate in a unit that shows it: "40 CPU-seconds", "12 CPU-minutes", "3.5 CPU-hours"."""
     seconds = max(0.0, hours * 3600)
+    if 0 < seconds < 0.5:
+        return "under a CPU-second"
     if seconds < 90:
         return plural(round(seconds), "CPU-second")
     if seconds < 90 * 60:

@@ -506,7 +506,8 @@ def test_counts_of_one_are_singular(fake_job):
     assert "(1 commit)" in result.stdout
 
 
-@pytest.mark.parametrize("hours, text", [(0.0, "0 CPU-seconds"), (40 / 3600, "40 CPU-seconds"),
+@pytest.mark.parametrize("hours, text", [(0.0, "0 CPU-seconds"), (0.2 / 3600, "under a CPU-second"),
+                                         (40 / 3600, "40 CPU-seconds"),
                                          (0.25, "15 CPU-minutes"), (3.46, "3.5 CPU-hours")])
 def test_cpu_time_wording(hours, text):
     from jobs.text import cpu_time, plural
