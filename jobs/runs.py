@@ -289,15 +289,13 @@ def run_record(settings: dict, run_id: str, *, model_name: str, weights_sha256: 
                started: float) -> dict:
     """The run record at its start. ``settings``: the run's options (``dataclasses.asdict(JobConfig)``),
     recorded with the URLs redacted."""
-    import ray
-
     cfg = dict(settings, extensions=list(settings["extensions"]))
     for name in ("weights", "input_uri", "output_uri"):
         cfg[name] = redact_url(settings[name])
     return {
         "run_id": run_id, "status": "running", "started_at": iso(started), "config": cfg,
         "model": model_name, "weights_sha256": weights_sha256, "num_frames": num_frames, "mode": mode,
-        "versions": {"python": platform.python_version(), "torch": _version("torch"), "ray": ray.__version__,
+        "versions": {"python": platform.python_version(), "torch": _version("torch"), "ray": _version("ray"),
                      "pyarrow": pa.__version__},
         "host": platform.node(), "pid": os.getpid(), "boot_id": boot_id(),
     }

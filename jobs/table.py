@@ -91,15 +91,20 @@ class LabelTable:
     def _read(self, fn, what: str):
         from deltalake.exceptions import DeltaError, TableNotFoundError
 
-        deadline, delay = time.monotonic() + min(self.commit_timeout_s, READ_RETRY_S), 0.5
+        deadline, delay, refused = time.monotonic() + min(self.commit_timeout_s, READ_RETRY_S), 0.5, False
         while True:
             try:
                 return fn()
             except TableNotFoundError:
                 raise
             except (DeltaError, OSError) as exc:
-                if not is_transient(exc):  # not found, not a folder, refused: no retry changes it
-                    raise StorageError(f"{self.uri}: cannot {what} ({_cause(exc)})") from exc
+                if not is_transient(exc):  # not found, not a folder, refused: a second answer is the verdict
+                    # One more try at once, as commits do: a log or data file removed by a concurrent
+                    # cleanup or `optimize` is "not found" once and gone from the next snapshot.
+                    if refused:
+                        raise StorageError(f"{self.uri}: cannot {what} ({_cause(exc)})") from exc
+                    refused = True
+                    continue
                 if time.monotonic() + delay > deadline:
                     raise StorageError(f"{self.uri}: cannot {what} ({_short(exc)})") from exc
                 log.warning("%s: cannot %s (%s); retrying in %.1f s", self.uri, what, _short(exc), delay)

@@ -163,3 +163,30 @@ def test_rerun_with_nothing_to_label_starts_no_ray(tmp_path, tiny_weights, ray_h
     assert third.returncode == 0, third.stderr
     assert "starting a local Ray head" in third.stderr
     assert "1 ok, 0 error, 1 skipped (of 2 listed)" in third.stdout
+
+
+def test_ray_is_not_imported_before_the_run_starts_its_head(tmp_path, tiny_weights):
+    """The run's own head takes token authentication only if Ray was not imported before it
+    starts (jobs/local_ray.py): nothing on the way to connect_ray may import Ray."""
+    from jobs.tools.samples import make_sample_video
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    make_sample_video(videos / "a.mp4", seed=1, seconds=1.0, fps=4, size=(64, 48))
+    script = f"""
+import sys
+from jobs import pipeline
+from jobs.config import JobConfig
+
+def connect(address):
+    print("ray imported before connecting:", "ray" in sys.modules)
+    raise SystemExit(0)
+
+pipeline.connect_ray = connect
+pipeline.run_job(JobConfig(input_uri={str(videos)!r}, output_uri={str(tmp_path / 'out')!r},
+                           weights={str(tiny_weights)!r}))
+"""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
+    done = subprocess.run([str(VENV_BIN / "python"), "-c", script], capture_output=True, text=True, timeout=120,
+                          env=env)
+    assert "ray imported before connecting: False" in done.stdout, done.stdout + done.stderr
