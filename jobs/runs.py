@@ -39,6 +39,7 @@ log = logging.getLogger("stam_label")
 RUN_STALE_AFTER_S = 300  # a run whose heartbeat is older than this is dead
 TEMP_FILE_MAX_AGE_S = 3600  # a temp file this old belongs to no live write
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+PID_NAMESPACE_PATH = "/proc/self/ns/pid"
 
 
 def new_run_id() -> str:
@@ -114,6 +115,15 @@ def boot_id() -> str | None:
         return None
 
 
+def pid_namespace() -> str | None:
+    """This process's pid namespace (Linux): containers that share a hostname and a boot id number
+    their processes apart, so a pid names a process only within its namespace."""
+    try:
+        return os.readlink(PID_NAMESPACE_PATH)
+    except OSError:  # not Linux, or /proc hidden: host and boot id decide
+        return None
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -139,6 +149,8 @@ def _gone_from_this_host(record: dict) -> str | None:
     recorded, now = record.get("boot_id"), boot_id()
     if recorded and now and recorded != now:
         return "this host has rebooted since"
+    if record.get("pid_ns") != pid_namespace():  # another container's pid (or an older record): the heartbeat decides
+        return None
     if not _pid_alive(pid):
         return f"its process {pid} on this host is gone"
     return None
@@ -298,6 +310,7 @@ def run_record(settings: dict, run_id: str, *, model_name: str, weights_sha256: 
         "versions": {"python": platform.python_version(), "torch": _version("torch"), "ray": _version("ray"),
                      "pyarrow": pa.__version__},
         "host": platform.node(), "pid": os.getpid(), "boot_id": boot_id(),
+        "pid_ns": pid_namespace(),
     }
 
 

@@ -198,22 +198,25 @@ def test_a_run_whose_process_on_this_host_is_gone_is_killed_at_once(tmp_path, mo
     fresh = dt.datetime.now(dt.timezone.utc).isoformat()
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()  # a pid that was this host's and is gone now
-    here = {"status": "running", "heartbeat_at": fresh, "host": platform.node(), "boot_id": runs.boot_id()}
+    here = {"status": "running", "heartbeat_at": fresh, "host": platform.node(), "boot_id": runs.boot_id(),
+            "pid_ns": runs.pid_namespace()}
     write_run_record(table, "gone", dict(here, run_id="gone", pid=child.pid))
     write_run_record(table, "alive", dict(here, run_id="alive", pid=os.getpid()))
     write_run_record(table, "rebooted", dict(here, run_id="rebooted", pid=os.getpid(), boot_id="an-earlier-boot"))
     write_run_record(table, "elsewhere", dict(here, run_id="elsewhere", pid=child.pid, host="another-host"))
+    # another container with this hostname and boot id: its pids are not ours to look up
+    write_run_record(table, "container", dict(here, run_id="container", pid=child.pid, pid_ns="pid:[1]"))
     zombie = subprocess.Popen([sys.executable, "-c", "pass"])
     os.waitid(os.P_PID, zombie.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped: its pid still answers
     write_run_record(table, "zombie", dict(here, run_id="zombie", pid=zombie.pid))
     if runs.boot_id() is None:  # no /proc here: the reboot case cannot be told
         monkeypatch.setattr(runs, "boot_id", lambda: "this-boot")
-    assert sorted(reap_dead_runs(table, own_run_id="me")) == ["alive", "elsewhere"]
+    assert sorted(reap_dead_runs(table, own_run_id="me")) == ["alive", "container", "elsewhere"]
     records = {r["run_id"]: r for r in read_run_records(table)}
     assert records["gone"]["status"] == "killed" and f"process {child.pid}" in records["gone"]["reason"]
     assert records["rebooted"]["status"] == "killed" and "rebooted" in records["rebooted"]["reason"]
     assert records["zombie"]["status"] == "killed"
-    assert records["alive"]["status"] == records["elsewhere"]["status"] == "running"
+    assert records["alive"]["status"] == records["elsewhere"]["status"] == records["container"]["status"] == "running"
     zombie.wait()
 
 
