@@ -162,22 +162,32 @@ def _official_layout(shapes: dict[str, tuple[int, ...]]) -> dict[str, int] | Non
     return {"depth": len(groups["blocks"]), "temporal_layers": len(groups["aggregate.transformer_enc.layers"])}
 
 
-def read_checkpoint_header(weights: PathLike, *, sha256: str | None = None) -> CheckpointInfo | None:
-    """The checkpoint's metadata (its sha256 checked against the pin), or None when only torch can
-    read it. Downloads a release or URL into the cache like ``load_model``."""
+def _checked_file(weights: PathLike, sha256: str | None) -> tuple[Path, str]:
+    """The local file for ``weights`` and its sha256, checked against the pin (downloads like ``load_model``)."""
     pin = release_pin(weights, sha256)
     path, _ = locate(weights, pin)
     digest = file_sha256(path)
     check_sha256(path, digest, pin)
-    obj = _read_pickle(Path(path))
-    return _header(obj, Path(path), weights, digest) if obj is not None else None
+    return Path(path), digest
+
+
+def _header_of(weights: PathLike, path: Path, digest: str) -> CheckpointInfo | None:
+    obj = _read_pickle(path)
+    return _header(obj, path, weights, digest) if obj is not None else None
+
+
+def read_checkpoint_header(weights: PathLike, *, sha256: str | None = None) -> CheckpointInfo | None:
+    """The checkpoint's metadata (its sha256 checked against the pin), or None when only torch can
+    read it. Downloads a release or URL into the cache like ``load_model``."""
+    return _header_of(weights, *_checked_file(weights, sha256))
 
 
 def read_info(weights: PathLike, *, sha256: str | None = None) -> CheckpointInfo:
-    """The header without torch when the file allows it, else ``read_checkpoint_info`` (torch)."""
-    info = read_checkpoint_header(weights, sha256=sha256)
+    """The header without torch when the file allows it, else the torch read; the file is hashed once."""
+    path, digest = _checked_file(weights, sha256)
+    info = _header_of(weights, path, digest)
     if info is not None:
         return info
-    from stam_core.model import read_checkpoint_info  # imports torch: only for files read no other way
+    from stam_core.model.checkpoint import checked_file_info  # imports torch: only for files read no other way
 
-    return read_checkpoint_info(weights, sha256=sha256)
+    return checked_file_info(weights, path, digest)

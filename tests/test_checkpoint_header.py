@@ -84,3 +84,21 @@ def test_a_damaged_checkpoint_fails_on_the_driver_naming_what_is_wrong(tmp_path,
     assert read_checkpoint_header(path) is None  # the torch path decides, and names the problem
     with pytest.raises(CheckpointError, match="damaged.pth"):
         read_info(path)
+
+
+def test_a_file_the_header_declines_is_hashed_once(tmp_path, tiny_weights, monkeypatch):
+    """The torch path reuses the header's hash: a multi-GB checkpoint is not read twice."""
+    import torch
+
+    import stam_core.checkpoint_header as header
+    import stam_core.model.checkpoint as full
+
+    path = tmp_path / "legacy.pth"  # torch's pre-1.6 format: not a zip, declined, yet a good checkpoint
+    torch.save(torch.load(tiny_weights, weights_only=False), path, _use_new_zipfile_serialization=False)
+    hashed = []
+    for module in (header, full):
+        monkeypatch.setattr(module, "file_sha256", lambda p, real=module.file_sha256: hashed.append(p) or real(p))
+    assert read_checkpoint_header(path) is None
+    hashed.clear()
+    info = read_info(path)
+    assert info.num_frames == 8 and len(hashed) == 1, hashed

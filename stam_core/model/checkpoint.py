@@ -95,6 +95,11 @@ def read_checkpoint_info(weights: PathLike, *, sha256: Optional[str] = None) -> 
     path, _ = locate(weights, pin)
     digest = file_sha256(path)
     check_sha256(path, digest, pin)
+    return checked_file_info(weights, path, digest)
+
+
+def checked_file_info(weights: PathLike, path: Path, digest: str) -> CheckpointInfo:
+    """``read_checkpoint_info`` for a local file already hashed (``digest``) and checked against its pin."""
     state, stored_config, stored_name = map_state_dict(path)
     config, _, _ = check_state(state, stored_config, path)
     release = os.fspath(weights) if os.fspath(weights) in RELEASES else None
