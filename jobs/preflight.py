@@ -20,8 +20,8 @@ from __future__ import annotations
 import logging
 import os
 
-from jobs.listing.inventory import INVENTORY_NAME
-from jobs.listing.manifest import MANIFEST_EXTENSIONS
+from jobs.listing import input_kind, tree_root
+from jobs.listing.s3 import refusal
 from jobs.storage import StorageError, is_s3, local_key, local_path, s3_endpoint_and_region, split_s3
 from jobs.transient import is_transient
 
@@ -42,28 +42,30 @@ def check(input_uri: str, output_uri: str, *, dry_run: bool = False) -> None:
 
 
 def check_input(uri: str, client=None) -> None:
-    name = uri.lower().rstrip("/").rsplit("/", 1)[-1]
-    is_file = name == INVENTORY_NAME or name.endswith(MANIFEST_EXTENSIONS)
+    """A folder or prefix is checked as the listing will use it (``jobs.listing.tree_root``);
+    a manifest exists and is readable."""
+    kind = input_kind(uri)
+    if kind == "tree":
+        try:
+            tree_root(uri, client)
+        except StorageError as exc:
+            if exc.__cause__ is None or not is_transient(exc.__cause__):
+                raise
+            log.warning("%s: input not checked (%s); the run goes on and retries", uri, one_line(exc.__cause__))
+        return
     if is_s3(uri):
         bucket, key = split_s3(uri)
         if not bucket:
             raise StorageError(f"{uri}: no bucket in the S3 URI")
-        if is_file:
-            _ask(uri, "input manifest", lambda: client.head_object(Bucket=bucket, Key=key))
-        else:
-            prefix = key if not key or key.endswith("/") else key + "/"
-            _ask(uri, "input", lambda: client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1))
+        _ask(uri, "input manifest", lambda: client.head_object(Bucket=bucket, Key=key))
         return
     path = _local(uri)
     if not os.path.exists(path):
-        raise StorageError(f"{uri}: input {'manifest ' if is_file else ''}does not exist")
-    if is_file and not os.path.isfile(path):  # the listing reads a name like this as a manifest
-        raise StorageError(f"{uri}: input manifest is not a file")
-    if not is_file and not os.path.isdir(path):
-        raise StorageError(f"{uri}: input is not a folder (INPUT is a folder, an s3:// prefix or a manifest: "
-                           f"{', '.join(MANIFEST_EXTENSIONS)} or {INVENTORY_NAME})")
-    if not os.access(path, os.R_OK | (0 if is_file else os.X_OK)):
-        raise StorageError(f"{uri}: input is not readable (permission denied)")
+        raise StorageError(f"{uri}: input manifest does not exist")
+    if not os.path.isfile(path):
+        raise StorageError(f"{uri}: input manifest is not a file (a folder's URI ends with /)")
+    if not os.access(path, os.R_OK):
+        raise StorageError(f"{uri}: input manifest is not readable (permission denied)")
 
 
 def check_output(uri: str, client=None, *, writable: bool = True) -> None:
@@ -123,22 +125,8 @@ def _ask(uri: str, what: str, request) -> None:
         if is_transient(exc):  # 5xx, throttling, a timeout: no verdict; the run's own clients retry it
             log.warning("%s: %s not checked (%s); the run goes on and retries", uri, what, one_line(exc))
             return
-        reason = _refusal(exc) if isinstance(exc, ClientError) else f"cannot reach S3 ({one_line(exc)})"
+        reason = refusal(exc) if isinstance(exc, ClientError) else f"cannot reach S3 ({one_line(exc)})"
         raise StorageError(f"{uri}: {what}: {reason}") from exc
-
-
-def _refusal(exc) -> str:
-    error = exc.response.get("Error", {})
-    code, message = str(error.get("Code", "")), str(error.get("Message", "")).strip()
-    if code == "NoSuchBucket":
-        return "bucket does not exist"
-    if code in ("404", "NoSuchKey", "NotFound"):
-        return "does not exist"
-    if code in ("403", "AccessDenied", "AllAccessDisabled"):
-        return "access denied (the credentials found are not allowed to read it)"
-    if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"):
-        return f"the AWS credentials were refused ({code})"
-    return f"{code}: {message}" if message else code or "refused"
 
 
 def one_line(exc: BaseException) -> str:

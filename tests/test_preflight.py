@@ -182,3 +182,23 @@ def test_usable_input_and_output_pass(local_s3, tmp_path, videos):
     preflight.check(str(videos), "s3://preflight-ok/labels")
     preflight.check(str(videos), str(tmp_path / "new" / "labels"))  # made later by the run, not here
     assert not (tmp_path / "new").exists()
+
+
+def test_a_folder_named_like_a_manifest_is_one_thing_to_preflight_and_listing(tmp_path):
+    """`clips.csv/` (trailing slash) is a folder to both; `clips.csv` is a manifest to both."""
+    from jobs import preflight
+    from jobs.listing import input_kind, list_here
+    from jobs.storage import StorageError
+    from jobs.tools.samples import make_sample_video
+
+    folder = tmp_path / "clips.csv"
+    folder.mkdir()
+    make_sample_video(folder / "a.mp4", seed=1, seconds=0.5, fps=4, size=(32, 32))
+    as_folder = str(folder) + "/"
+    assert input_kind(as_folder) == "tree" and input_kind(str(folder)) == "manifest"
+    preflight.check(as_folder, str(tmp_path / "out"))
+    listed = list_here(as_folder, extensions=(".mp4",), max_rows=10, max_seconds=5)
+    assert listed["video_uri"].to_pylist() == [str(folder / "a.mp4")]
+    with pytest.raises(StorageError, match=r"clips.csv: input manifest is not a file \(a folder's URI ends with /\)"):
+        preflight.check(str(folder), str(tmp_path / "out"))
+    assert list_here(str(folder), extensions=(".mp4",), max_rows=10, max_seconds=5) is None  # a manifest: Ray reads it

@@ -57,7 +57,18 @@ from jobs.listing.s3 import S3_LIST_CPUS, check_prefix
 from jobs.listing.tree import tree, walk_here
 from jobs.storage import DEFAULT_EXTENSIONS, StorageError, is_s3, local_key, local_path, split_s3
 
-__all__ = ["LISTING_SCHEMA", "list_here", "list_source", "local_key", "local_path"]
+__all__ = ["LISTING_SCHEMA", "input_kind", "list_here", "list_source", "local_key", "local_path", "tree_root"]
+
+
+def input_kind(input_uri: str) -> str:
+    """What INPUT names: "inventory" (an S3 Inventory ``manifest.json``), "manifest" (.txt, .csv,
+    .parquet) or "tree" (a folder or prefix; a trailing slash always names one)."""
+    lower = input_uri.lower()
+    if lower.endswith("/"):
+        return "tree"
+    if lower.rsplit("/", 1)[-1] == INVENTORY_NAME:
+        return "inventory"
+    return "manifest" if lower.endswith(MANIFEST_EXTENSIONS) else "tree"
 
 
 def list_source(input_uri: str, *, extensions: tuple[str, ...] = DEFAULT_EXTENSIONS,
@@ -69,12 +80,12 @@ def list_source(input_uri: str, *, extensions: tuple[str, ...] = DEFAULT_EXTENSI
     S3 bucket that does not exist or refuses the listing. Checked before any Ray work.
     """
     exts = tuple(e.lower() for e in extensions)
-    lower = input_uri.lower()
-    if lower.rstrip("/").rsplit("/", 1)[-1] == INVENTORY_NAME:
+    kind = input_kind(input_uri)
+    if kind == "inventory":
         return inventory(input_uri, exts)
-    if lower.endswith(MANIFEST_EXTENSIONS):
+    if kind == "manifest":
         return manifest(input_uri, allow_local_paths)
-    root = _tree_root(input_uri)
+    root = tree_root(input_uri)
     return tree(root, exts, S3_LIST_CPUS if is_s3(root) else 1.0)
 
 
@@ -86,29 +97,31 @@ def list_here(input_uri: str, *, extensions: tuple[str, ...], max_rows: int, max
     A rerun over a folder whose videos are all labelled then needs no Ray at all. Raises
     StorageError as ``list_source`` does.
     """
-    lower = input_uri.lower()
-    if lower.rstrip("/").rsplit("/", 1)[-1] == INVENTORY_NAME or lower.endswith(MANIFEST_EXTENSIONS):
+    if input_kind(input_uri) != "tree":
         return None
     exts = tuple(e.lower() for e in extensions)
-    return walk_here(_tree_root(input_uri), exts, max_rows=max_rows, deadline=time.monotonic() + max_seconds)
+    return walk_here(tree_root(input_uri), exts, max_rows=max_rows, deadline=time.monotonic() + max_seconds)
 
 
-def _tree_root(input_uri: str) -> str:
-    """The folder's key or the ``s3://bucket/prefix/`` to walk; StorageError when it cannot be."""
+def tree_root(input_uri: str, s3=None) -> str:
+    """The folder's key or the ``s3://bucket/prefix/`` to walk; StorageError when it cannot be
+    (an S3 prefix answers one listing request, made with ``s3`` if given)."""
     if is_s3(input_uri):
         bucket, prefix = split_s3(input_uri)
         if not bucket:
             raise StorageError(f"{input_uri}: no bucket in the S3 URI")
         prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
-        check_prefix(input_uri, bucket, prefix)
+        check_prefix(input_uri, bucket, prefix, s3)
         return f"s3://{bucket}/{prefix}"
     if "://" in input_uri and not input_uri.startswith("file://"):
         raise StorageError(f"{input_uri}: unsupported storage scheme (use a local path or s3://)")
     root = local_key(input_uri)
     path = local_path(root)
+    if not os.path.exists(path):
+        raise StorageError(f"{input_uri}: input does not exist")
     if not os.path.isdir(path):
-        why = "is not a folder" if os.path.exists(path) else "does not exist"
-        raise StorageError(f"{input_uri}: input {why}")
+        raise StorageError(f"{input_uri}: input is not a folder (INPUT is a folder, an s3:// prefix or a manifest: "
+                           f"{', '.join(MANIFEST_EXTENSIONS)} or {INVENTORY_NAME})")
     if not os.access(path, os.R_OK | os.X_OK):
         raise StorageError(f"{input_uri}: input folder is not readable (permission denied)")
     return root

@@ -47,17 +47,32 @@ def reading(uri: str, what: str) -> Iterator[None]:
         raise StorageError(f"{uri}: cannot read {what} ({short(exc)})") from exc
 
 
-def check_prefix(input_uri: str, bucket: str, prefix: str) -> None:
-    """One prefix-scoped listing request on the driver: a missing bucket or a refusal fails now."""
+def check_prefix(input_uri: str, bucket: str, prefix: str, s3=None) -> None:
+    """One prefix-scoped listing request (with ``s3``, else the run's client): a missing bucket
+    or a refusal fails now, as a StorageError whose cause is the botocore error."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
-        client().list_objects_v2(Bucket=bucket, Prefix=prefix, Delimiter="/", MaxKeys=1)
+        (s3 or client()).list_objects_v2(Bucket=bucket, Prefix=prefix, Delimiter="/", MaxKeys=1)
     except ClientError as exc:
-        why = "bucket does not exist" if error_code(exc) == "NoSuchBucket" else f"cannot list input ({short(exc)})"
-        raise StorageError(f"{input_uri}: {why}") from exc
+        raise StorageError(f"{input_uri}: input: {refusal(exc)}") from exc
     except BotoCoreError as exc:
-        raise StorageError(f"{input_uri}: cannot list input ({short(exc)})") from exc
+        raise StorageError(f"{input_uri}: input: cannot reach S3 ({short(exc)})") from exc
+
+
+def refusal(exc) -> str:
+    """Why S3 refused a request (a botocore ClientError), in words."""
+    code = error_code(exc)
+    message = str(exc.response.get("Error", {}).get("Message", "")).strip()
+    if code == "NoSuchBucket":
+        return "bucket does not exist"
+    if code in NOT_FOUND:
+        return "does not exist"
+    if code in ("403", "AccessDenied", "AllAccessDisabled"):
+        return "access denied (the credentials found are not allowed to read it)"
+    if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"):
+        return f"the AWS credentials were refused ({code})"
+    return f"{code}: {message}" if message else code or "refused"
 
 
 def s3_pages(dir_uri: str, exts: tuple[str, ...], rows: Rows, delimiter: bool = False) -> Iterator[None]:
