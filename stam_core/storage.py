@@ -92,6 +92,9 @@ def pyarrow_reads_key_exactly(path: str) -> bool:
     return not any(part in ("", ".", "..") for part in path.split("/"))
 
 
+MKDIR_TRIES = 3
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, *, mode: int = 0o644) -> Iterator[BinaryIO]:
     """A binary file whose bytes appear at ``path`` all at once when the block ends, never half.
@@ -100,8 +103,14 @@ def atomic_output(path: str | os.PathLike, *, mode: int = 0o644) -> Iterator[Bin
     POSIX): a reader sees the old file or the whole new one. On an error nothing is published.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    for attempt in range(MKDIR_TRIES):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:  # once the temporary file is in it, the folder is not empty and stays
+            fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            break
+        except FileNotFoundError:  # an empty folder removed meanwhile (another run's write probe cleaning up)
+            if attempt == MKDIR_TRIES - 1:
+                raise
     try:
         with os.fdopen(fd, "wb") as f:
             yield f

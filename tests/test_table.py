@@ -251,6 +251,29 @@ def test_the_write_probe_leaves_no_folder_it_made(tmp_path):
     assert list((tmp_path / "kept" / "_runs").iterdir()) == []  # the probe file goes, the folders stay
 
 
+def test_a_write_survives_another_runs_probe_removing_the_new_folder(tmp_path, monkeypatch):
+    """Two runs start on one new local OUTPUT: one's probe removes the empty folders it made just as
+    the other writes there. The write makes the folder again instead of failing the run."""
+    import tempfile
+
+    import stam_core.storage
+
+    real, removed = tempfile.mkstemp, []
+
+    def mkstemp_after_a_cleanup(dir, **kw):
+        if not removed:  # the other run's cleanup lands between mkdir and the temporary file
+            removed.append(dir)
+            os.rmdir(dir)
+        return real(dir=dir, **kw)
+
+    monkeypatch.setattr(stam_core.storage.tempfile, "mkstemp", mkstemp_after_a_cleanup)
+    table = LabelTable(str(tmp_path / "out"))
+    table.check_writable()
+    assert removed == [tmp_path / "out" / "_runs"] and list(tmp_path.iterdir()) == []
+    write_run_record(table, "r1", {"run_id": "r1", "status": "running"})
+    assert [r["run_id"] for r in read_run_records(table)] == ["r1"]
+
+
 def test_videos_count_once_their_commit_succeeds(tmp_path):
     """A run's counts (and its "N videos committed" message) never include rows a failed commit lost:
     the committer returns what each commit made current, and the run's summary adds only that."""
