@@ -18,7 +18,6 @@ Ray's workers see (the driver's S3 settings and credentials; nothing is written 
 from __future__ import annotations
 
 import atexit
-import ctypes
 import os
 import secrets
 import shutil
@@ -32,10 +31,10 @@ from pathlib import Path
 
 from jobs.errors import JobError
 from jobs.ray_head_guard import STOP_TIMEOUT_S as GUARD_STOP_TIMEOUT_S
+from jobs.ray_head_guard import die_with_parent
 
 START_TIMEOUT_S = 120.0  # a loaded 2-core machine took ~10 s
 STOP_TIMEOUT_S = GUARD_STOP_TIMEOUT_S + 5.0  # the guard's own sweep first; then the head's process group is killed
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # On SIGTERM `ray start --block` first drains the node for up to 30 s, waiting for work that
 # should move elsewhere (Ray Data's detached actors kept it waiting the whole 30 s); a head of
 # one job has nowhere to move it, so it stops at once.
@@ -71,7 +70,7 @@ class LocalRayHead:
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                          env={**_agree_on_authentication(), **HEAD_ENV}, start_new_session=True,
-                                         preexec_fn=_die_with_parent)  # noqa: PLW1509 (one prctl call)
+                                         preexec_fn=die_with_parent)  # noqa: PLW1509 (one prctl call)
         atexit.register(self.stop)
         deadline = time.monotonic() + START_TIMEOUT_S
         while not self._listening():
@@ -122,12 +121,6 @@ def _agree_on_authentication() -> dict:
         os.environ["RAY_AUTH_MODE"] = "token"
         os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
     return dict(os.environ)
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the driver dies (Linux; elsewhere a no-op)."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def _kill_group(pid: int) -> None:

@@ -22,14 +22,15 @@ STOP_TIMEOUT_S = 20.0  # the head's own stop, then the group is killed
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def _die_with_guard() -> None:
-    """In the head, before exec: SIGTERM when the guard dies (Linux; elsewhere a no-op)."""
+def die_with_parent() -> None:
+    """In a child, before exec: SIGTERM when its parent dies (Linux; elsewhere a no-op). The
+    driver starts the guard so, and the guard the head."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def main(cmd: list[str]) -> None:
-    head = subprocess.Popen(cmd, preexec_fn=_die_with_guard)  # noqa: PLW1509 (one prctl call); our group
+    head = subprocess.Popen(cmd, preexec_fn=die_with_parent)  # noqa: PLW1509 (one prctl call); our group
     stop_by: list[float] = []
 
     def stop(_signum, _frame) -> None:
