@@ -10,13 +10,15 @@ def plural(count: int, noun: str, many: str | None = None) -> str:
     return f"{count} {noun if count == 1 else (many or noun + 's')}"
 
 
-def cpu_time(hours: float) -> str:
-    """A CPU-time estimate in a unit that shows it: "40 CPU-seconds", "12 CPU-minutes", "3.5 CPU-hours"."""
+def cpu_time(hours: float, *, estimate: bool = False) -> str:
+    """CPU time in a unit that shows it: "40 CPU-seconds", "12 CPU-minutes", "3.5 CPU-hours";
+    an ``estimate`` says "about" ("about 12 CPU-minutes", "under a CPU-second")."""
     seconds = max(0.0, hours * 3600)
     if 0 < seconds < 0.5:
         return "under a CPU-second"
+    about = "about " if estimate else ""
     if seconds < 90:
-        return plural(round(seconds), "CPU-second")
+        return about + plural(round(seconds), "CPU-second")
     if seconds < 90 * 60:
-        return plural(round(seconds / 60), "CPU-minute")
-    return f"{hours:.1f} CPU-hours"
+        return about + plural(round(seconds / 60), "CPU-minute")
+    return f"{about}{hours:.1f} CPU-hours"

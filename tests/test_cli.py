@@ -513,6 +513,7 @@ def test_cpu_time_wording(hours, text):
     from jobs.text import cpu_time, plural
 
     assert cpu_time(hours) == text
+    assert cpu_time(hours, estimate=True) == (text if text.startswith("under") else f"about {text}")
     assert (plural(1, "window"), plural(2, "window"), plural(0, "class", "classes")) == ("1 window", "2 windows",
                                                                                           "0 classes")
 

@@ -82,16 +82,10 @@ def print_summary(summary: RunSummary) -> None:
     click.echo(f"output: {summary.output_uri} ({plural(summary.commits, 'commit')})")
 
 
-def estimate(hours: float) -> str:
-    """An estimate of CPU time: "about 15 CPU-minutes", "under a CPU-second"."""
-    text = cpu_time(hours)
-    return text if text.startswith("under") else f"about {text}"
-
-
 def print_plan(summary: RunSummary) -> None:
     """What --dry-run found: nothing was labelled or written."""
     click.echo(f"dry run: {plural(summary.listed, 'video')} listed, {summary.skipped} already labelled, "
-               f"{summary.total} to label ({estimate(summary.estimated_decode_cpu_h)} of decoding)")
+               f"{summary.total} to label ({cpu_time(summary.estimated_decode_cpu_h, estimate=True)} of decoding)")
     for uri in summary.first_uris:
         click.echo(f"  {uri}")
     if summary.total > len(summary.first_uris):
