@@ -43,7 +43,6 @@ LOCAL_PLAN_MAX_ROWS = 200_000
 LIST_HERE_MAX_S = 5.0
 MAX_BLOCKS = 100_000  # Ray's per-block bookkeeping: beyond this, blocks grow instead
 
-DONE_COLUMNS = SKIP_KEY  # the skip test's join key
 # What done_filter reads (after reading: files written by delta-rs may hold string_view columns,
 # which a scan-time filter against a plain string literal does not match).
 DONE_FILTER_COLUMNS = (*KEY, "source_version", "weights_sha256", "status", "error_kind")
@@ -186,11 +185,11 @@ def drop_done(listed: pa.Table, *, files: list, fs, done: pc.Expression | None) 
     current = rows_of(fs, files, listed["video_uri"], list(DONE_FILTER_COLUMNS))
     if current is None:
         return listed
-    keys = current.filter(done).select(list(DONE_COLUMNS))
+    keys = current.filter(done).select(list(SKIP_KEY))
     if not keys.num_rows:
         return listed
     # Arrow's join does not keep order: re-sort (the block is small, and sorted already).
-    return listed.join(keys, keys=list(DONE_COLUMNS), join_type="left anti").sort_by("video_uri")
+    return listed.join(keys, keys=list(SKIP_KEY), join_type="left anti").sort_by("video_uri")
 
 
 def _large_plan(listed_ds, table: LabelTable, weights_sha256: str | None, mode: str, relabel: bool):
