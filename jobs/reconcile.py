@@ -5,7 +5,9 @@ run's plan (persisted by jobs/plan.py) says what it set out to label; the files 
 gained since the plan say what came back. The difference is committed as error rows of kind
 ``lost``, so nothing disappears silently and the next run labels those videos again.
 
-    lost_rows(table, plan, ...)   the "lost" rows, in batches (none when all came back: a cheap test)
+    lost_rows(table, plan, ...)   the "lost" rows, in batches (none when all came back: a cheap test);
+                                  a plan of up to LOCAL_PLAN_MAX_ROWS is joined on the driver, a
+                                  larger one by Ray
     check_lost(lost, plan, ...)   says how many; JobFailed when every planned video was lost
 """
 from __future__ import annotations
@@ -18,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from jobs.errors import JobFailed
-from jobs.plan import Plan, read
+from jobs.plan import LOCAL_PLAN_MAX_ROWS, Plan, read
 from jobs.schema import plain
 from jobs.segments import video_row_index
 from jobs.table import LabelTable
@@ -34,7 +36,11 @@ def lost_rows(table: LabelTable, plan: Plan, *, schema: pa.Schema, run_id: str, 
     ``batch_rows`` a batch."""
     if written_since(table, plan, run_id, mode) >= plan.total:
         return  # every planned video has a row from this run: nothing lost, no join needed
-    for batch in lost(table, plan, mode).iter_batches(batch_size=batch_rows, batch_format="pyarrow"):
+    if plan.total <= LOCAL_PLAN_MAX_ROWS:  # as small as the plans made on the driver: joined here
+        batches = lost_here(table, plan, mode).to_batches(max_chunksize=batch_rows)
+    else:
+        batches = lost(table, plan, mode).iter_batches(batch_size=batch_rows, batch_format="pyarrow")
+    for batch in batches:
         yield error_rows(batch, schema, run_id=run_id, mode=mode)
 
 
@@ -47,7 +53,7 @@ def check_lost(lost: int, plan: Plan, run_id: str) -> None:
         raise JobFailed(f"every Ray task failed; no video was labelled (run {run_id}, see the log above)")
 
 
-def error_rows(lost: pa.Table, schema: pa.Schema, *, run_id: str, mode: str) -> pa.Table:
+def error_rows(lost: pa.Table | pa.RecordBatch, schema: pa.Schema, *, run_id: str, mode: str) -> pa.Table:
     """The error rows of planned videos (plan rows) that never came back."""
     now = dt.datetime.now(dt.timezone.utc)
     return pa.Table.from_pylist([{
@@ -79,6 +85,21 @@ def lost(table: LabelTable, plan: Plan, mode: str):
     done = ray.data.read_parquet(files, filesystem=table.fs).select_columns(["video_uri", "segment_index"])
     done = done.map_batches(written, batch_format="pyarrow", batch_size=None)
     return planned.join(done, join_type="left_anti", num_partitions=_join_partitions(), on=("video_uri",))
+
+
+def lost_here(table: LabelTable, plan: Plan, mode: str) -> pa.Table:
+    """``lost`` for a plan of up to LOCAL_PLAN_MAX_ROWS videos, on the driver with pyarrow: no
+    Ray shuffle to start (on a cluster that has just lost a node, it took ~20 s)."""
+    import pyarrow.dataset as pads
+
+    planned = plain(pads.dataset(plan.path, format="parquet", filesystem=table.fs).to_table())
+    files = new_files(table, plan.table_version)
+    if not files:
+        return planned
+    written = plain(pads.dataset(files, format="parquet", filesystem=table.fs).to_table(
+        columns=["video_uri", "segment_index"]))
+    done = written.filter(pc.field("segment_index") == video_row_index(mode)).select(["video_uri"])
+    return planned.join(done, keys="video_uri", join_type="left anti")
 
 
 def new_files(table: LabelTable, since_version: int | None) -> list[str]:
