@@ -113,6 +113,15 @@ def locate(weights: PathLike, pin: str | None) -> tuple[Path, bool]:
     return path, False
 
 
+def portable_weights(weights: PathLike) -> str:
+    """``weights`` as another process sees it (a Ray worker has its own working folder): a local
+    path made absolute, ``~`` expanded; a release name or URL as it is."""
+    text = os.fspath(weights)
+    if text in RELEASES or text.startswith(("http://", "https://", "s3://")):
+        return text
+    return str(Path(text).expanduser().absolute())
+
+
 def _normalise_pin(sha256: str | None) -> str | None:
     if sha256 is None:
         return None

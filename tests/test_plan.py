@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 import subprocess
 import time
 from dataclasses import replace
@@ -146,22 +147,27 @@ def test_rerun_with_nothing_to_label_starts_no_ray(tmp_path, tiny_weights, ray_h
     videos.mkdir()
     make_sample_video(videos / "a.mp4", seed=1, seconds=1.0, fps=4, size=(64, 48))
     out = tmp_path / "out"
-    cmd = [str(VENV_BIN / "stam-label"), "run", str(videos), str(out), "--weights", str(tiny_weights)]
-    first = subprocess.run([*cmd, "--address", ray_head], capture_output=True, text=True, timeout=300)
+    # Weights as a relative path, from a folder that is not the Ray head's: the model actor,
+    # in a worker with the head's working folder, must still find them.
+    shutil.copy(tiny_weights, tmp_path / "w.pth")
+    cmd = [str(VENV_BIN / "stam-label"), "run", str(videos), str(out), "--weights", "w.pth"]
+    first = subprocess.run([*cmd, "--address", ray_head], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     started = time.monotonic()
-    again = subprocess.run([*cmd, "-v"], capture_output=True, text=True, timeout=300, env=env)
+    again = subprocess.run([*cmd, "-v"], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     took = time.monotonic() - started
     assert again.returncode == 0, again.stderr
     assert "0 ok, 0 error, 1 skipped (of 1 listed)" in again.stdout
     assert "starting a local Ray head" not in again.stderr and "Ray" not in again.stderr, again.stderr
     assert took < 8, f"a rerun with nothing to label took {took:.1f} s"
-    # A new video: now Ray starts (the run's own head) and labels it.
+    # A new video: now the run connects to Ray (the test's head: a run's own head is started
+    # the same way, tests/test_cluster.py) and labels it.
     make_sample_video(videos / "b.mp4", seed=2, seconds=1.0, fps=4, size=(64, 48))
-    third = subprocess.run([*cmd, "-v"], capture_output=True, text=True, timeout=300, env=env)
+    third = subprocess.run([*cmd, "-v", "--address", ray_head], capture_output=True, text=True, timeout=300,
+                           cwd=tmp_path)
     assert third.returncode == 0, third.stderr
-    assert "starting a local Ray head" in third.stderr
+    assert "forwarding AWS settings to Ray workers" in third.stderr  # logged as it connects
     assert "1 ok, 0 error, 1 skipped (of 2 listed)" in third.stdout
 
 

@@ -12,8 +12,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from jobs.schema import output_schema
-from jobs.topk import top_k
 from jobs.stages.records import DECODE_INFO, FACTS, labelled_schema, ok_frames
+from jobs.topk import top_k
+from stam_core.weights import portable_weights
 
 log = logging.getLogger("stam_label")
 
@@ -43,7 +44,7 @@ class LabelParams:
     def from_config(cls, config, *, sha256: str | None, class_names, model_name: str, run_id: str,
                     mode: str) -> LabelParams:
         """The config's model fields plus what the driver learned (checkpoint hash, names, run)."""
-        return cls(weights=config.weights, sha256=sha256, precision=config.precision, top_k=config.top_k,
+        return cls(weights=portable_weights(config.weights), sha256=sha256, precision=config.precision, top_k=config.top_k,
                    class_names=tuple(class_names), model_name=model_name, run_id=run_id, mode=mode,
                    embeddings=config.embeddings, probs=config.probs, threads=config.model_threads)
 
