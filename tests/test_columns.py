@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from jobs import columns
-from jobs.plan import DONE_COLUMNS, DONE_FILTER_COLUMNS
+from jobs.plan import DONE_FILTER_COLUMNS
 from jobs.schema import output_schema
 from jobs.segments import VIDEO_IDENTITY
 from jobs.stages.records import DECODE_INFO, WORK_ITEM
@@ -23,6 +23,6 @@ def test_batch_schemas_and_skip_columns_follow_the_roles():
         assert DECODE_INFO.field(name).type == out.field(name).type
     for name in ("video_uri", *columns.SOURCE):
         assert WORK_ITEM.field(name).type == out.field(name).type
-    assert set(columns.KEY) <= set(DONE_FILTER_COLUMNS) and set(DONE_COLUMNS) <= set(DONE_FILTER_COLUMNS)
+    assert set(columns.KEY) <= set(DONE_FILTER_COLUMNS) and set(columns.SKIP_KEY) <= set(DONE_FILTER_COLUMNS)
     assert set(DONE_FILTER_COLUMNS) <= set(out.names)
     assert "segment_index" not in VIDEO_IDENTITY and set(columns.IDENTITY) <= set(VIDEO_IDENTITY)
