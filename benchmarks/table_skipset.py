@@ -78,7 +78,8 @@ def small_plan_lowmem(listed_ds, table, done):
     """
     import ray
 
-    from jobs.plan import DONE_COLUMNS, PLAN_COLUMNS, PLAN_TYPES
+    from jobs.columns import SKIP_KEY as DONE_COLUMNS
+    from jobs.plan import PLAN_COLUMNS, PLAN_TYPES
     from jobs.schema import plain
 
     refs = listed_ds.to_arrow_refs()
