@@ -8,7 +8,9 @@
                                           same source_version, weights and mode, and ok or a final error
       [.limit(N)]
       .write_parquet(_runs/<run>.plan/)   the plan: the total for progress, and what the end of
-                                          the run reconciles against (without listing again)
+                                          the run reconciles against (without listing again); a
+                                          plan of up to LOCAL_PLAN_MAX_ROWS is made, written and
+                                          handed to Ray (from_arrow) by the driver
 
 The skip test reads only the files and row groups whose URI range can hold a listed video, so
 its cost follows the listing, not the table: 10 new videos against 10M labelled ones read a
@@ -22,12 +24,14 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from jobs.columns import KEY, SKIP_KEY
 from jobs.listing.rows import LISTING_SCHEMA
 from jobs.lookup import rows_of
 from jobs.schema import OPTION_ERROR_KINDS, RETRYABLE_ERROR_KINDS, plain
 from jobs.segments import video_row_index
+from jobs.storage import put_bytes
 from jobs.table import LabelTable
 
 log = logging.getLogger("stam_label")
@@ -42,6 +46,7 @@ LOCAL_PLAN_MAX_ROWS = 200_000
 # this many seconds; then Ray lists it again, spread over the cluster.
 LIST_HERE_MAX_S = 5.0
 MAX_BLOCKS = 100_000  # Ray's per-block bookkeeping: beyond this, blocks grow instead
+SMALL_PLAN_FILE = "plan.parquet"  # a plan made on the driver, in the plan's folder
 
 # What done_filter reads (after reading: files written by delta-rs may hold string_view columns,
 # which a scan-time filter against a plain string literal does not match).
@@ -127,22 +132,31 @@ def build(table: LabelTable, input_uri: str, *, extensions: tuple[str, ...], all
     plan = Plan(listed, listed - to_label, total, None, version, first)
     if path is None or not total:
         return plan, None
-    if todo is not None:
+    if todo is not None:  # a small plan, on the driver already: written here and handed to Ray as it is
+        put_bytes(table.fs, f"{path}/{SMALL_PLAN_FILE}", _parquet_bytes(todo))
         ray_ready()
         import ray
 
-        todo_ds = ray.data.from_arrow(todo)
-    todo_ds.write_parquet(path, filesystem=table.fs)
+        ds = ray.data.from_arrow(todo)  # no write task, no read tasks, no footer-reading actor
+    else:
+        todo_ds.write_parquet(path, filesystem=table.fs)
+        ds = read(table, path)
     plan.path = path
-    # Read back, the plan file is one block: one decode task, one commit. It is split into blocks
-    # of a decode task's share by Ray's streaming repartition, a map step: a repartition into N
-    # blocks is an all-to-all step, and Ray Data turns its no-progress guard off for a pipeline
-    # holding one (work no node can take would then wait forever instead of being recorded lost).
+    # The plan is one block: one decode task, one commit. It is split into blocks of a decode
+    # task's share by Ray's streaming repartition, a map step: a repartition into N blocks is an
+    # all-to-all step, and Ray Data turns its no-progress guard off for a pipeline holding one
+    # (work no node can take would then wait forever instead of being recorded lost).
     # At least videos_per_task rows a block (Ray would bundle smaller ones into one task); in
     # window mode a video per block, as each becomes many windows.
     per_block = videos_per_task if mode == "video" else 1
     rows_per_block = max(per_block, -(-total // MAX_BLOCKS))
-    return plan, read(table, path).repartition(target_num_rows_per_block=rows_per_block)
+    return plan, ds.repartition(target_num_rows_per_block=rows_per_block)
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
 
 
 def _small_plan(listed_ds, table: LabelTable, done: pc.Expression | None) -> pa.Table:
