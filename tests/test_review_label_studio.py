@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -45,6 +46,9 @@ def label_studio(tmp_path_factory):
             pytest.fail(message + " (CI=1: the Label Studio round trip is required)")
         pytest.skip(message)
     data = tmp_path_factory.mktemp("label-studio")
+    template = LS_VENV / "template.sqlite3"  # migrated once by scripts/label-studio-venv.sh
+    if template.exists():
+        shutil.copy(template, data / "label_studio.sqlite3")
     port, token = free_port(), secrets.token_hex(20)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LABEL_STUDIO_", "PYTHONPATH"))}
     env.update(LATEST_VERSION_CHECK="false", LABEL_STUDIO_USER_TOKEN=token, LABEL_STUDIO_PASSWORD=secrets.token_hex(8))
