@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -11,15 +10,15 @@ from pathlib import Path
 import numpy as np
 import pyarrow.dataset as pads
 import pytest
+from conftest import VENV_BIN
+from conftest import job_config as config
+from support.videogen import make_audio_only
 
 import stam_core.model
-from conftest import VENV_BIN, wait_for
-from conftest import job_config as config
 from jobs.pipeline import run_job
 from jobs.schema import output_schema, with_flat_columns
 from jobs.table import LabelTable
 from jobs.tools.samples import make_sample_video
-from support.videogen import make_audio_only
 
 GOOD = ("a.mp4", "b.mp4", "sub/c.mp4")
 BAD = {"empty.mp4": "format_error", "truncated.mp4": "format_error", "notes.mp4": "format_error",
@@ -140,40 +139,6 @@ def test_csv_manifest_relative_paths(video_dir, tmp_path, tiny_weights, ray_head
 def cli(*args, env=None, **kw) -> subprocess.Popen:
     return subprocess.Popen([str(VENV_BIN / "stam-label"), *args], env=env or os.environ.copy(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
-
-
-def test_killed_run_resumes_without_duplicates(tmp_path, ray_head):
-    videos = tmp_path / "videos"
-    videos.mkdir()
-    total = 30
-    for i in range(total):
-        make_sample_video(videos / f"v{i:02d}.mp4", seed=i, seconds=1.0, fps=10, size=(320, 240))
-    out = tmp_path / "out"
-    # Decoding runs ahead while the model loads, so the model must be the slow stage for the
-    # kill to land between commits: a wider, deeper variant of the tiny model (~0.1 s a clip
-    # on one thread), with one row per file.
-    import torch
-
-    torch.manual_seed(0)
-    model = stam_core.model.create_model("stam_tiny", patch_size=16, embed_dim=192, depth=8)
-    weights = stam_core.model.save_checkpoint(model, tmp_path / "slower.pth")
-    args = ["run", str(videos), str(out), "--weights", str(weights), "--address", ray_head,
-            "--batch-size", "1", "--commit-every", "1", "--decode-workers", "1", "--model-threads", "1"]
-    proc = cli(*args, start_new_session=True)
-    try:  # version 0 creates the table; version 1 is the first commit
-        wait_for(lambda: (out / "_delta_log" / "00000000000000000001.json").exists(), 180, "a commit")
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # kill the driver mid-run
-        proc.wait()
-    partial = LabelTable(str(out)).read_current().num_rows
-    assert 1 <= partial < total
-
-    done = cli(*args)
-    output, _ = done.communicate(timeout=300)
-    assert done.returncode == 0, output
-    table = LabelTable(str(out)).read_current()
-    assert names(table) == Counter({f"v{i:02d}.mp4": 1 for i in range(total)})  # every video exactly once
-    assert f"{partial} skipped" in output
 
 
 def test_cli_exit_codes(video_dir, tmp_path, tiny_weights, ray_head):
