@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -191,6 +192,15 @@ def test_the_local_heads_agents_do_not_outlive_a_killed_ray_start(monkeypatch):
 
 
 # ---- a lost node -----------------------------------------------------------------------------
+def alive_nodes(address: str, env: dict) -> int:
+    """How many nodes the cluster at ``address`` counts alive (asked from a fresh process: this
+    one may be connected to the session's own head)."""
+    code = "import ray, sys; ray.init(address=sys.argv[1], log_to_driver=False); print(sum(n['Alive'] for n in ray.nodes()))"
+    done = subprocess.run([sys.executable, "-c", code, address], env=env, capture_output=True, text=True, timeout=60,
+                          check=False)
+    return int(done.stdout.split()[-1]) if done.returncode == 0 and done.stdout.split() else 0
+
+
 @pytest.fixture
 def two_nodes(tmp_path):
     """A head with 1 CPU and a worker node with 2, both on this machine; yields (address, worker)."""
@@ -212,6 +222,9 @@ def two_nodes(tmp_path):
         wait_for(head_ready, 120, "the head")
         worker = RayNode(tmp_path / "worker.log", f"--address={address}", "--num-cpus=2", "--num-gpus=0", env=env)
         wait_for(worker.raylet, 120, "the worker node's raylet")
+        # Registered with the head, not only started: on a loaded machine a run could otherwise
+        # be placed on the head alone before the worker node joins.
+        wait_for(lambda: alive_nodes(address, env) >= 2, 120, "the worker node to join the cluster")
         yield address, worker, env
     finally:
         if worker:
@@ -224,17 +237,19 @@ def test_a_run_survives_losing_a_worker_node(tmp_path, tiny_weights, two_nodes):
     """The worker node's raylet is killed mid-run: decode tasks are retried on the head, the
     model actor restarts there, and the run completes: each video once, ok or "lost"."""
     address, worker, env = two_nodes
-    videos = make_videos(tmp_path / "videos", 16)
+    videos = make_videos(tmp_path / "videos", 32)
     out = tmp_path / "out"
     cli = Cli(tmp_path / "run.log", "run", str(tmp_path / "videos"), str(out), "--address", address, "--weights",
               str(tiny_weights), "--batch-size", "2", "--commit-every", "2", "--max-error-rate", "1",
               "--progress-interval", "0", env=env)
     try:
-        # Kill once the run decodes or labels on the worker node (a Ray worker process below
-        # its raylet named after the stage) and before the run is over.
+        # Kill once a stage of the run works on the worker node (a Ray worker process below its
+        # raylet named after the stage: "ray::MapBatches(decode_task)", "ray::MapWorker(...
+        # ModelActor)") and before the run is over. Which stages land there is Ray's choice.
         def working_there():
             raylet = worker.raylet()
-            busy = raylet and any("decode_task" in cmd or "ModelActor" in cmd for cmd in descendants(raylet).values())
+            busy = raylet and any(stage in cmd for cmd in descendants(raylet).values()
+                                  for stage in ("MapBatches", "MapWorker", "decode_task", "ModelActor"))
             return raylet if busy else None
 
         raylet = wait_for(working_there, 240, "work on the worker node")
