@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Union
 
 from stam_core.errors import CheckpointError
-from stam_core.weights import RELEASES, check_sha256, file_sha256, locate, release_pin
+from stam_core.weights import RELEASES, checked_file
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -162,15 +162,6 @@ def _official_layout(shapes: dict[str, tuple[int, ...]]) -> dict[str, int] | Non
     return {"depth": len(groups["blocks"]), "temporal_layers": len(groups["aggregate.transformer_enc.layers"])}
 
 
-def _checked_file(weights: PathLike, sha256: str | None) -> tuple[Path, str]:
-    """The local file for ``weights`` and its sha256, checked against the pin (downloads like ``load_model``)."""
-    pin = release_pin(weights, sha256)
-    path, _ = locate(weights, pin)
-    digest = file_sha256(path)
-    check_sha256(path, digest, pin)
-    return Path(path), digest
-
-
 def _header_of(weights: PathLike, path: Path, digest: str) -> CheckpointInfo | None:
     obj = _read_pickle(path)
     return _header(obj, path, weights, digest) if obj is not None else None
@@ -179,12 +170,12 @@ def _header_of(weights: PathLike, path: Path, digest: str) -> CheckpointInfo | N
 def read_checkpoint_header(weights: PathLike, *, sha256: str | None = None) -> CheckpointInfo | None:
     """The checkpoint's metadata (its sha256 checked against the pin), or None when only torch can
     read it. Downloads a release or URL into the cache like ``load_model``."""
-    return _header_of(weights, *_checked_file(weights, sha256))
+    return _header_of(weights, *checked_file(weights, sha256))
 
 
 def read_info(weights: PathLike, *, sha256: str | None = None) -> CheckpointInfo:
     """The header without torch when the file allows it, else the torch read; the file is hashed once."""
-    path, digest = _checked_file(weights, sha256)
+    path, digest = checked_file(weights, sha256)
     info = _header_of(weights, path, digest)
     if info is not None:
         return info

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
 _TIMEOUT_S = 60
+URL_SCHEMES = ("http://", "https://", "s3://")  # weights downloaded into the cache
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +105,7 @@ def locate(weights: PathLike, pin: str | None) -> tuple[Path, bool]:
     text = os.fspath(weights)
     if text in RELEASES:
         return _cached_download(RELEASES[text].url, pin)
-    if text.startswith(("http://", "https://", "s3://")):
+    if text.startswith(URL_SCHEMES):
         return _cached_download(text, pin)
     path = Path(text).expanduser()
     if not path.is_file():
@@ -113,11 +114,22 @@ def locate(weights: PathLike, pin: str | None) -> tuple[Path, bool]:
     return path, False
 
 
+def checked_file(weights: PathLike, sha256: str | None = None) -> tuple[Path, str]:
+    """The local file for ``weights`` (downloaded into the cache if needed) and its sha256,
+    checked against the pin (``sha256``, else a release's own): what a reader that does not
+    load the bytes itself hashes, in 1 MiB chunks."""
+    pin = release_pin(weights, sha256)
+    path, _ = locate(weights, pin)
+    digest = file_sha256(path)
+    check_sha256(path, digest, pin)
+    return path, digest
+
+
 def portable_weights(weights: PathLike) -> str:
     """``weights`` as another process sees it (a Ray worker has its own working folder): a local
     path made absolute, ``~`` expanded; a release name or URL as it is."""
     text = os.fspath(weights)
-    if text in RELEASES or text.startswith(("http://", "https://", "s3://")):
+    if text in RELEASES or text.startswith(URL_SCHEMES):
         return text
     return str(Path(text).expanduser().absolute())
 

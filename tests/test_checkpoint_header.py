@@ -90,14 +90,13 @@ def test_a_file_the_header_declines_is_hashed_once(tmp_path, tiny_weights, monke
     """The torch path reuses the header's hash: a multi-GB checkpoint is not read twice."""
     import torch
 
-    import stam_core.checkpoint_header as header
-    import stam_core.model.checkpoint as full
+    import stam_core.weights
 
     path = tmp_path / "legacy.pth"  # torch's pre-1.6 format: not a zip, declined, yet a good checkpoint
     torch.save(torch.load(tiny_weights, weights_only=False), path, _use_new_zipfile_serialization=False)
     hashed = []
-    for module in (header, full):
-        monkeypatch.setattr(module, "file_sha256", lambda p, real=module.file_sha256: hashed.append(p) or real(p))
+    real = stam_core.weights.file_sha256
+    monkeypatch.setattr(stam_core.weights, "file_sha256", lambda p: hashed.append(p) or real(p))
     assert read_checkpoint_header(path) is None
     hashed.clear()
     info = read_info(path)

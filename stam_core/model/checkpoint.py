@@ -27,7 +27,7 @@ from stam_core.model.state_dict import (
     read_state_dict,
 )
 from stam_core.storage import atomic_output
-from stam_core.weights import RELEASES, check_sha256, file_sha256, locate, release_pin
+from stam_core.weights import RELEASES, check_sha256, checked_file, locate, release_pin
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +91,7 @@ def read_checkpoint_info(weights: PathLike, *, sha256: Optional[str] = None) -> 
     No model is built: the network is checked on the meta device, and the weights' bytes are
     hashed in chunks, so the driver's memory does not grow with the model.
     """
-    pin = release_pin(weights, sha256)
-    path, _ = locate(weights, pin)
-    digest = file_sha256(path)
-    check_sha256(path, digest, pin)
-    return checked_file_info(weights, path, digest)
+    return checked_file_info(weights, *checked_file(weights, sha256))
 
 
 def checked_file_info(weights: PathLike, path: Path, digest: str) -> CheckpointInfo:
